@@ -1,0 +1,42 @@
+// The one definition of how the rtunneld container is run. cloud-init (infra/cloudInit.ts)
+// renders it for AWS and the image tests run it here for real, so what boots in the cloud is
+// what was tested. Pure: no Pulumi, no I/O.
+
+/** Container paths of the rtunneld contract (images/rtunneld/README.md). */
+export const RELAY_CONTAINER_PORT = 2222;
+export const RELAY_HOST_KEY_PATH = "/etc/rtunneld/ssh_host_ed25519_key";
+export const RELAY_ADMIN_KEYS_PATH = "/etc/rtunneld/admin_keys";
+export const RELAY_STATE_PATH = "/var/lib/rtunneld";
+export const DEFAULT_PORT_RANGE = "20000-29999";
+
+export interface RelayRunOptions {
+  /** Image reference: a local tag in tests, `repo@sha256:...` in the cloud. */
+  image: string;
+  containerName: string;
+  /** Host port (or `ip:port`) published to the container's sshd. */
+  publish: string;
+  /** Host path of the ed25519 host key (0600). Omitted: the image generates one into the state volume. */
+  hostKeyFile?: string;
+  /** Host path of the admin authorized_keys file. */
+  adminKeysFile?: string;
+  /** Named volume or host directory for the registry and audit log. */
+  stateVolume: string;
+  portRange?: string;
+  /** Extra `docker run` flags placed before the image (tests add labels and networks). */
+  extraFlags?: readonly string[];
+  /** `-d` for tests; systemd runs it in the foreground instead. */
+  detach?: boolean;
+}
+
+/** Arguments for `docker` (starting with `run`) that start the relay. */
+export function relayRunArgs(o: RelayRunOptions): string[] {
+  const args = ["run"];
+  if (o.detach) args.push("-d");
+  args.push("--name", o.containerName, "-p", `${o.publish}:${RELAY_CONTAINER_PORT}`);
+  if (o.hostKeyFile) args.push("-v", `${o.hostKeyFile}:${RELAY_HOST_KEY_PATH}:ro`);
+  if (o.adminKeysFile) args.push("-v", `${o.adminKeysFile}:${RELAY_ADMIN_KEYS_PATH}:ro`);
+  args.push("-v", `${o.stateVolume}:${RELAY_STATE_PATH}`);
+  args.push("-e", `RTUNNELD_PORT_RANGE=${o.portRange ?? DEFAULT_PORT_RANGE}`);
+  args.push(...(o.extraFlags ?? []), o.image);
+  return args;
+}

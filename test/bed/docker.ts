@@ -1,0 +1,77 @@
+// The one way tests, the test bed and the demo talk to Docker: the real `docker` CLI, no SDK,
+// so what a test does is what a person could type.
+import { spawn } from "node:child_process";
+
+export interface RunResult {
+  stdout: string;
+  stderr: string;
+  code: number;
+}
+
+export interface RunOptions {
+  input?: string | Buffer;
+  /** Throw when the exit code is not 0 (default true). */
+  check?: boolean;
+  timeoutMs?: number;
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+}
+
+export class CommandError extends Error {
+  constructor(
+    readonly argv: readonly string[],
+    readonly result: RunResult,
+  ) {
+    const detail = (result.stderr.trim() || result.stdout.trim()).split("\n").slice(-5).join("\n");
+    super(`${argv.join(" ")} exited ${result.code}: ${detail}`);
+    this.name = "CommandError";
+  }
+}
+
+/** Runs a program without a shell and collects its output. */
+export function run(file: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, { stdio: ["pipe", "pipe", "pipe"], env: opts.env ?? process.env, cwd: opts.cwd });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on("data", (b: Buffer) => out.push(b));
+    child.stderr.on("data", (b: Buffer) => err.push(b));
+    const timer = opts.timeoutMs
+      ? setTimeout(() => {
+          child.kill("SIGKILL");
+        }, opts.timeoutMs)
+      : undefined;
+    child.on("error", (e) => {
+      if (timer) clearTimeout(timer);
+      reject(e);
+    });
+    child.on("close", (code, signal) => {
+      if (timer) clearTimeout(timer);
+      const result = {
+        stdout: Buffer.concat(out).toString("utf8"),
+        stderr: Buffer.concat(err).toString("utf8") + (signal ? `\n(killed by ${signal})` : ""),
+        code: code ?? 128,
+      };
+      if ((opts.check ?? true) && result.code !== 0) reject(new CommandError([file, ...args], result));
+      else resolve(result);
+    });
+    child.stdin.on("error", () => {
+      /* the program may exit before reading all input; its exit code tells */
+    });
+    child.stdin.end(opts.input ?? "");
+  });
+}
+
+export function docker(args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  return run("docker", args, opts);
+}
+
+/** `docker exec -i CONTAINER argv...` */
+export function exec(container: string, argv: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  return docker(["exec", "-i", container, ...argv], opts);
+}
+
+/** One value from `docker inspect --format`. */
+export async function inspect(target: string, format: string): Promise<string> {
+  return (await docker(["inspect", "--format", format, target])).stdout.trim();
+}
