@@ -5,7 +5,8 @@ import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { cacheDir } from "./paths.ts";
 
-function alive(pid: number): boolean {
+/** Whether a process of this machine still runs (EPERM: it does, as someone else). */
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

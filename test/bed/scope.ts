@@ -5,6 +5,7 @@ import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import type { ExecutionContext } from "ava";
 import { docker, exec, inspect, type RunOptions, type RunResult } from "./docker.ts";
+import { alive } from "./lock.ts";
 
 export const TEST_LABEL = "rtunnel.test";
 const PID_LABEL = "rtunnel.test.pid";
@@ -113,16 +114,26 @@ export function useScope(t: ExecutionContext): Scope {
   return scope;
 }
 
-/** Removes every resource any test run left behind (labelled rtunnel.test). */
-export async function sweepAll(): Promise<number> {
-  const filter = `label=${TEST_LABEL}`;
-  const list = async (kind: string[]) =>
-    (await docker([...kind, "-q", "--filter", filter], { check: false })).stdout.split("\n").filter(Boolean);
-  const containers = await list(["ps", "-a"]);
+/**
+ * Removes what test runs left behind: resources labelled rtunnel.test whose owning process
+ * is gone (a run in progress elsewhere on this machine keeps its own), or all with `all`.
+ */
+export async function sweepAll({ all = false } = {}): Promise<number> {
+  const list = async (kind: string[], id: string) => {
+    const format = `{{${id}}} {{.Label "${PID_LABEL}"}}`;
+    const out = await docker([...kind, "--filter", `label=${TEST_LABEL}`, "--format", format], { check: false });
+    return out.stdout
+      .split("\n")
+      .filter(Boolean)
+      .map((line) => line.split(" "))
+      .filter(([, pid]) => all || !alive(Number(pid)))
+      .map(([ref]) => ref!);
+  };
+  const containers = await list(["ps", "-a"], ".ID");
   if (containers.length) await docker(["rm", "-f", "-v", ...containers], { check: false });
-  const networks = await list(["network", "ls"]);
+  const networks = await list(["network", "ls"], ".ID");
   if (networks.length) await docker(["network", "rm", ...networks], { check: false });
-  const volumes = await list(["volume", "ls"]);
+  const volumes = await list(["volume", "ls"], ".Name");
   if (volumes.length) await docker(["volume", "rm", "-f", ...volumes], { check: false });
   return containers.length + networks.length + volumes.length;
 }
