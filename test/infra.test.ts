@@ -1,0 +1,200 @@
+// The real Pulumi program under mocks: wiring, secrets, config validation and the policy
+// pack against what the program registers. No CLI, no AWS.
+
+import { execFileSync } from "node:child_process";
+import { generateKeyPairSync } from "node:crypto";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import test from "ava";
+import sshpk from "sshpk";
+import {
+  EIP_ADDRESS, INSTANCE_ID, VOLUME_ID, installMocks, isSecret, privateKeyTexts, publicKeyLines,
+  resources, setRelayConfig, settled, valueOf, type RecordedResource,
+} from "./infra/mocks.ts";
+import { policyResource, resourceArgs, stackArgs } from "./infra/policyArgs.ts";
+
+await installMocks();
+const { default: relayStack } = await import("../infra/index.ts");
+const policies = await import("../infra/policy/policies.ts");
+
+function publicKey(comment = "op@laptop"): string {
+  const { privateKey } = generateKeyPairSync("ed25519");
+  const pub = sshpk.parsePrivateKey(privateKey.export({ type: "pkcs8", format: "pem" }).toString(), "pem").toPublic();
+  pub.comment = comment;
+  return pub.toString("ssh");
+}
+
+const ADMIN_KEY = publicKey();
+const GOOD = {
+  remotePort: "4022",
+  allowedCidrs: JSON.stringify(["203.0.113.0/24", "2001:db8::/32"]),
+  adminPublicKeys: JSON.stringify([ADMIN_KEY]),
+};
+
+type Outputs = ReturnType<typeof relayStack>;
+let outputs: { [K in keyof Outputs]: Outputs[K] extends { apply: unknown } ? unknown : never };
+
+test.before(async () => {
+  setRelayConfig(GOOD);
+  const out = relayStack();
+  outputs = {
+    relayHost: await valueOf(out.relayHost),
+    relayPort: await valueOf(out.relayPort),
+    relayHostKey: await valueOf(out.relayHostKey),
+    relayHostKeyFingerprint: await valueOf(out.relayHostKeyFingerprint),
+    instanceId: await valueOf(out.instanceId),
+  };
+  await settled();
+});
+
+const ofType = (type: string) => resources.filter((r) => r.type === type);
+function only(type: string): RecordedResource {
+  const found = ofType(type);
+  if (found.length !== 1) throw new Error(`expected one ${type}, found ${found.length}: ${found.map((r) => r.name).join(", ")}`);
+  return found[0]!;
+}
+const instance = () => only("aws:ec2/instance:Instance");
+const userData = () => String(instance().inputs["userData"]);
+
+test.serial("the relay opens no port but remotePort, over TCP, from the configured CIDRs", (t) => {
+  const sgs = ofType("aws:ec2/securityGroup:SecurityGroup");
+  t.is(sgs.length, 1, "one security group");
+  const ingress = sgs[0]!.inputs["ingress"] as Record<string, unknown>[];
+  t.is(ingress.length, 1, `${sgs[0]!.name} has exactly one ingress rule`);
+  t.like(ingress[0], { protocol: "tcp", fromPort: 4022, toPort: 4022, cidrBlocks: ["203.0.113.0/24"], ipv6CidrBlocks: ["2001:db8::/32"] });
+  const separateRules = resources.filter((r) => /securityGroupRule|securityGroupIngressRule/.test(r.type));
+  t.deepEqual(separateRules.map((r) => r.name), [], "no separate rule resources add ingress");
+  t.false(JSON.stringify(ingress).includes(":22,"), "no port 22");
+});
+
+test.serial("egress is explicit (HTTPS only)", (t) => {
+  const egress = only("aws:ec2/securityGroup:SecurityGroup").inputs["egress"] as Record<string, unknown>[];
+  t.true(egress.length >= 1);
+  t.like(egress[0], { protocol: "tcp", fromPort: 443, toPort: 443 });
+});
+
+test.serial("the instance requires IMDSv2, encrypts its root volume and boots arm64 AL2023 from the SSM parameter", (t) => {
+  const i = instance().inputs;
+  t.like(i, { metadataOptions: { httpTokens: "required", httpPutResponseHopLimit: 1 }, rootBlockDevice: { encrypted: true } });
+  t.is(i["instanceType"], "t4g.nano");
+  t.is(i["ami"], "ami-0123456789abcdef0");
+  t.like(i, { creditSpecification: { cpuCredits: "standard" } });
+  t.is(i["userDataReplaceOnChange"], true);
+});
+
+test.serial("the role carries exactly the two managed policies, and reads only the host key parameter", (t) => {
+  const attached = ofType("aws:iam/rolePolicyAttachment:RolePolicyAttachment").map((r) => r.inputs["policyArn"]).sort();
+  t.deepEqual(attached, [
+    "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
+    "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
+  ]);
+  t.is(only("aws:iam/role:Role").inputs["managedPolicyArns"], undefined);
+  const inline = JSON.parse(String(only("aws:iam/rolePolicy:RolePolicy").inputs["policy"])) as { Statement: { Action: string[]; Resource: string }[] };
+  const param = only("aws:ssm/parameter:Parameter");
+  t.deepEqual(inline.Statement[0]!.Action, ["ssm:GetParameter"]);
+  t.is(inline.Statement[0]!.Resource, String(param.state["arn"]));
+  t.deepEqual(inline.Statement[1]!.Action, ["kms:Decrypt"]);
+  t.like(param.inputs, { type: "SecureString" });
+});
+
+test.serial("the Elastic IP is associated with the instance and is the relay host", (t) => {
+  const eip = only("aws:ec2/eip:Eip");
+  t.like(only("aws:ec2/eipAssociation:EipAssociation").inputs, { instanceId: INSTANCE_ID, allocationId: eip.state["allocationId"] });
+  t.is(outputs.relayHost, EIP_ADDRESS);
+  t.is(outputs.instanceId, INSTANCE_ID);
+  t.is(outputs.relayPort, 4022);
+});
+
+test.serial("state lives on an encrypted data volume attached to the instance in its zone", (t) => {
+  const vol = only("aws:ebs/volume:Volume");
+  t.like(vol.inputs, { encrypted: true, type: "gp3", availabilityZone: "us-east-1a" });
+  t.like(only("aws:ec2/volumeAttachment:VolumeAttachment").inputs, { instanceId: INSTANCE_ID, volumeId: VOLUME_ID, stopInstanceBeforeDetaching: true });
+  t.is(instance().inputs["availabilityZone"], "us-east-1a");
+  t.true(userData().includes(`Amazon_Elastic_Block_Store_${VOLUME_ID.replace("-", "")}`));
+});
+
+test.serial("the image is built for linux/arm64, pushed to the ECR repository, and the host runs it by digest", (t) => {
+  const image = only("docker:index/image:Image");
+  const repo = only("aws:ecr/repository:Repository");
+  t.like(image.inputs, { build: { platform: "linux/arm64" }, registry: { server: repo.state["repositoryUrl"], username: "AWS" } });
+  t.regex(String((image.inputs["build"] as Record<string, unknown>)["context"]), /images\/rtunneld$/);
+  const digest = String(image.state["repoDigest"]);
+  t.regex(digest, /@sha256:[0-9a-f]{64}$/);
+  t.true(userData().includes(`exec docker run --name rtunneld -p 4022:2222`));
+  t.true(userData().includes(` ${digest}\n`), "the run script ends with the image digest");
+  t.true(userData().includes(ADMIN_KEY), "the admin key is installed");
+});
+
+test.serial("no private key material in userData, tags or plain outputs", (t) => {
+  t.true(privateKeyTexts.length >= 2, "the mock generated a key");
+  const needles = [...privateKeyTexts.flatMap((k) => k.split("\n").filter((l) => l.length > 20 && !l.startsWith("-----"))), "PRIVATE KEY"];
+  const haystacks: [string, string][] = [
+    ["userData", userData()],
+    ["outputs", JSON.stringify(outputs)],
+    ...resources.map((r): [string, string] => [`${r.name} tags`, JSON.stringify([r.inputs["tags"], r.inputs["tagsAll"]])]),
+  ];
+  for (const [where, text] of haystacks) {
+    for (const n of needles) t.false(text.includes(n), `${where} contains private key material`);
+  }
+  const holders = resources.filter((r) => needles.some((n) => JSON.stringify(r.inputs).includes(n))).map((r) => r.type).sort();
+  t.deepEqual(holders, ["aws:ssm/parameter:Parameter"], "only the SecureString parameter receives the private key");
+  t.true(isSecret(only("aws:ssm/parameter:Parameter").rawInputs["value"]), "and it arrives there as a Pulumi secret");
+});
+
+test.serial("the host key output is the public half and its fingerprint matches ssh-keygen's", (t) => {
+  t.is(outputs.relayHostKey, publicKeyLines[0]!.trim());
+  t.regex(String(outputs.relayHostKey), /^ssh-ed25519 [A-Za-z0-9+/]+=*$/);
+  const dir = mkdtempSync(join(tmpdir(), "rtunnel-infra-"));
+  writeFileSync(join(dir, "host.pub"), `${String(outputs.relayHostKey)}\n`);
+  const keygen = execFileSync("ssh-keygen", ["-lf", join(dir, "host.pub")], { encoding: "utf8" });
+  t.is(outputs.relayHostKeyFingerprint, keygen.split(" ")[1]);
+});
+
+test.serial("every child is named after the component", (t) => {
+  const children = resources.filter((r) => r.type !== "rtunnel:aws:Relay");
+  t.is(ofType("rtunnel:aws:Relay").length, 1);
+  for (const r of children) t.true(r.name.startsWith("relay-"), `${r.type} ${r.name}`);
+});
+
+test.serial("the rendered user-data passes shellcheck", (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "rtunnel-infra-"));
+  const file = join(dir, "user-data.sh");
+  writeFileSync(file, userData());
+  t.notThrows(() => execFileSync("shellcheck", ["--shell=bash", file], { encoding: "utf8" }));
+});
+
+test.serial("the resources the program registers pass every policy", async (t) => {
+  const config = { remotePort: 4022 };
+  for (const policy of policies.resourcePolicies) {
+    for (const r of resources) {
+      t.deepEqual(await policies.violationsOf(policy, resourceArgs(r.type, r.inputs, r.name, config)), [], `${policy.name} on ${r.name}`);
+    }
+  }
+  const stack = stackArgs(resources.map((r) => policyResource(r.type, r.inputs, r.name)), config);
+  for (const policy of policies.stackPolicies) t.deepEqual(await policies.stackViolationsOf(policy, stack), [], policy.name);
+});
+
+const BAD: [string, Record<string, string>, RegExp, ErrorConstructor][] = [
+  ["a port above 65535", { remotePort: "70000" }, /^rtunnel:remotePort must be 1-65535 and not 22 \(got 70000\)/, RangeError],
+  ["port 22", { remotePort: "22" }, /^rtunnel:remotePort .*\(got 22\)/, RangeError],
+  ["port 0", { remotePort: "0" }, /^rtunnel:remotePort .*\(got 0\)/, RangeError],
+  ["a port that is not a number", { remotePort: "ssh" }, /^rtunnel:remotePort must be a whole number/, TypeError],
+  ["missing adminPublicKeys", { adminPublicKeys: "" }, /^rtunnel:adminPublicKeys is required/, TypeError],
+  ["malformed adminPublicKeys", { adminPublicKeys: JSON.stringify(["ssh-ed25519 not-base64!"]) }, /^rtunnel:adminPublicKeys\[0\] is not an OpenSSH public key/, TypeError],
+  ["a private key as admin key", { adminPublicKeys: JSON.stringify(["-----BEGIN OPENSSH PRIVATE KEY-----"]) }, /^rtunnel:adminPublicKeys\[0\] is a PRIVATE key/, TypeError],
+  ["adminPublicKeys that is not a list", { adminPublicKeys: "{\"a\":1}" }, /^rtunnel:adminPublicKeys/, TypeError],
+  ["a bad CIDR", { allowedCidrs: JSON.stringify(["10.0.0.300/24"]) }, /^rtunnel:allowedCidrs has "10\.0\.0\.300\/24", which is not a CIDR/, TypeError],
+  ["a CIDR with host bits", { allowedCidrs: JSON.stringify(["10.0.0.1/24"]) }, /^rtunnel:allowedCidrs .*did you mean "10\.0\.0\.0\/24"/, RangeError],
+  ["a bad IPv6 CIDR", { allowedCidrs: JSON.stringify(["2001:db8::/129"]) }, /^rtunnel:allowedCidrs .*prefix must be 0-128/, RangeError],
+  ["an x86 instance type", { instanceType: "t3.nano" }, /^rtunnel:instanceType must be an arm64/, RangeError],
+];
+
+for (const [what, change, message, type] of BAD) {
+  test.serial(`the program stops before any resource on ${what}, naming the key`, (t) => {
+    const before = resources.length;
+    setRelayConfig({ ...GOOD, ...change });
+    t.throws(() => relayStack(), { instanceOf: type, message });
+    t.is(resources.length, before, "no resource was registered");
+  });
+}
