@@ -74,7 +74,7 @@ export function parseAllowedCidrs(raw: string | undefined): { ipv4: string[]; ip
   const example = `pulumi config set --path 'rtunnel:allowedCidrs[0]' 203.0.113.0/24`;
   let entries: unknown[];
   if (raw === undefined || raw === "") entries = [...DEFAULT_ALLOWED_CIDRS];
-  else if (raw.trim().startsWith("[")) entries = parseJsonList("allowedCidrs", raw, example);
+  else if (/^[[{]/.test(raw.trim())) entries = parseJsonList("allowedCidrs", raw, example);
   else entries = raw.split(/[\s,]+/).filter((s) => s !== "");
   if (entries.length === 0) {
     throw new RangeError(`${k("allowedCidrs")} is empty, so nobody could reach the relay: ${example} (or remove the key to allow everyone)`);
@@ -128,7 +128,7 @@ export function parseAdminPublicKeys(raw: string | undefined): string[] {
   if (raw === undefined || raw.trim() === "") {
     throw new TypeError(`${k("adminPublicKeys")} is required (the operator's SSH public keys for the relay's admin account): ${example}`);
   }
-  const entries = raw.trim().startsWith("[")
+  const entries = /^[[{]/.test(raw.trim())
     ? parseJsonList("adminPublicKeys", raw, example)
     : raw.split("\n").filter((l) => l.trim() !== "");
   if (entries.length === 0) {

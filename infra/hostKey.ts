@@ -5,9 +5,11 @@ import { createHash } from "node:crypto";
 /** `type base64` of an OpenSSH public key line (comment and trailing newline dropped). */
 export function publicKeyLine(openssh: string): string {
   const [type, body] = openssh.trim().split(/\s+/);
-  if (!type || !body || !/^[A-Za-z0-9+/]+={0,3}$/.test(body)) {
-    throw new TypeError(`not an OpenSSH public key line: ${JSON.stringify(openssh.slice(0, 40))}`);
-  }
+  const bad = () => new TypeError(`not an OpenSSH public key line: ${JSON.stringify(openssh.slice(0, 40))}`);
+  if (!type || !body || !/^[a-z0-9@.-]+$/.test(type) || !/^[A-Za-z0-9+/]+={0,3}$/.test(body)) throw bad();
+  // The key blob starts with its own type name (RFC 4253 6.6): a cheap check that the line is whole.
+  const blob = Buffer.from(body, "base64");
+  if (blob.length < 4 + type.length || blob.readUInt32BE(0) !== type.length || blob.subarray(4, 4 + type.length).toString() !== type) throw bad();
   return `${type} ${body}`;
 }
 
