@@ -1,0 +1,119 @@
+// `npm run demo`: the no-cloud way in. With nothing but Docker it starts a relay and a device
+// (a container with its own sshd and dockerd) on a local network, enrolls the device with the
+// same function `npm run enroll-device` runs, and prints (and runs) the ssh line that works.
+// `npm run demo -- down` removes every container, network and volume labelled rtunnel.demo,
+// and the .rtunnel-demo folder. The user's ~/.ssh is never touched: --ssh-dir is
+// .rtunnel-demo/ssh. Linux: the demo reaches containers by their bridge addresses.
+//
+// It reuses the test bed's Docker plumbing (engine, debootstrap base image, builds) for now.
+import { existsSync } from "node:fs";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { relayRunArgs } from "../infra/relayContainer.ts";
+import { buildImage, docker, ensureDocker, repoRoot, run, waitFor } from "../test/bed/index.ts";
+import { enrollDevice } from "./enroll.ts";
+import { ExitError } from "./errors.ts";
+
+export const DEMO_LABEL = "rtunnel.demo";
+const demoDir = path.join(repoRoot, ".rtunnel-demo");
+const NET = "rtunnel-demo";
+const RELAY = "rtunnel-demo-relay";
+const DEVICE = "rtunnel-demo-raspi";
+const VOLUME = "rtunnel-demo-state";
+const label = ["--label", DEMO_LABEL];
+
+/** The device fixture's `docker run` flags: dockerd inside a container, without --privileged. */
+export const DEVICE_RUN_FLAGS = [
+  "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
+  "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
+  "-v", "/sys/fs/cgroup:/sys/fs/cgroup",
+];
+
+const say = (line: string) => process.stderr.write(`demo: ${line}\n`);
+
+async function keygen(file: string, comment: string): Promise<string> {
+  if (!existsSync(file)) await run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", file]);
+  return (await readFile(`${file}.pub`, "utf8")).trim();
+}
+
+export async function demoDown(): Promise<number> {
+  const ids = async (kind: string[]) => (await docker([...kind, "-q", "--filter", `label=${DEMO_LABEL}`], { check: false })).stdout.split("\n").filter(Boolean);
+  const containers = await ids(["ps", "-a"]);
+  if (containers.length) await docker(["rm", "-f", "-v", ...containers]);
+  const networks = await ids(["network", "ls"]);
+  if (networks.length) await docker(["network", "rm", ...networks]);
+  const volumes = await ids(["volume", "ls"]);
+  if (volumes.length) await docker(["volume", "rm", "-f", ...volumes]);
+  await rm(demoDir, { recursive: true, force: true });
+  say(`removed ${containers.length} containers, ${networks.length} networks, ${volumes.length} volumes and ${path.relative(process.cwd(), demoDir) || demoDir}`);
+  return containers.length + networks.length + volumes.length;
+}
+
+export async function demoUp(): Promise<string> {
+  const started = Date.now();
+  say("Docker engine and base image");
+  await ensureDocker();
+  say("building images: rtunneld (relay), rtunnel (device agent), device (a Debian host with sshd and dockerd)");
+  const [relayImage, agentImage, deviceImage] = await Promise.all([buildImage("rtunneld"), buildImage("rtunnel"), buildImage("device")]);
+  await demoDown(); // a fresh relay and device each time: re-running `demo` is always safe
+
+  const sshDir = path.join(demoDir, "ssh");
+  const relayDir = path.join(demoDir, "relay");
+  await mkdir(sshDir, { recursive: true, mode: 0o700 });
+  await mkdir(relayDir, { recursive: true, mode: 0o700 });
+  const identity = path.join(sshDir, "id_ed25519");
+  const operatorKey = await keygen(identity, "rtunnel-demo-operator");
+  const relayKeyFile = path.join(relayDir, "ssh_host_ed25519_key");
+  const relayHostKey = await keygen(relayKeyFile, "rtunnel-demo-relay");
+  const adminKeys = path.join(relayDir, "admin_keys");
+  await writeFile(adminKeys, `${operatorKey}\n`);
+
+  say("starting the relay and the device");
+  await docker(["network", "create", ...label, NET]);
+  await docker(["volume", "create", ...label, VOLUME]);
+  await docker(relayRunArgs({
+    image: relayImage, containerName: RELAY, publish: "127.0.0.1:0", hostKeyFile: relayKeyFile, adminKeysFile: adminKeys,
+    stateVolume: VOLUME, detach: true, extraFlags: [...label, "--network", NET],
+  }));
+  await docker(["run", "-d", "--name", DEVICE, "--hostname", "raspi", ...label, "--network", NET, ...DEVICE_RUN_FLAGS, deviceImage]);
+  const ip = async (c: string) => (await docker(["inspect", "--format", `{{(index .NetworkSettings.Networks "${NET}").IPAddress}}`, c])).stdout.trim();
+  const [relayIp, deviceIp] = [await ip(RELAY), await ip(DEVICE)];
+  // As a person would with ssh-copy-id: the operator's key may log in as pi on the device.
+  await docker(["exec", "-i", DEVICE, "sh", "-c", "install -d -m 700 -o pi -g pi /home/pi/.ssh && cat > /home/pi/.ssh/authorized_keys && chown pi:pi /home/pi/.ssh/authorized_keys"], { input: `${operatorKey}\n` });
+  await waitFor("the device's dockerd", async () => (await docker(["exec", DEVICE, "docker", "info"], { check: false })).code === 0);
+  await waitFor("the device's sshd", async () => (await docker(["exec", DEVICE, "nc", "-z", "127.0.0.1", "22"], { check: false })).code === 0);
+  await waitFor("the relay's sshd", async () => (await docker(["logs", RELAY], { check: false })).stderr.includes("sshd on port 2222"));
+  const deviceHostKey = (await docker(["exec", DEVICE, "ssh-keygen", "-lf", "/etc/ssh/ssh_host_ed25519_key.pub"])).stdout.split(" ")[1]!;
+
+  const relayFile = path.join(demoDir, "relay.json");
+  await writeFile(relayFile, `${JSON.stringify({ host: relayIp, port: 2222, hostKey: relayHostKey }, null, 2)}\n`);
+  say(`relay facts in ${path.relative(process.cwd(), relayFile)}; enrolling the device (the same code as npm run enroll-device)`);
+  const result = await enrollDevice({
+    name: "raspi", host: deviceIp, user: "pi", identity, sshDir, relayFile,
+    deviceHostKey, image: agentImage, client: "demo-laptop", log: (l) => say(l), progress: true,
+  });
+  say(`enrolled in ${((Date.now() - started) / 1000).toFixed(0)} s; now: ${result.sshCommand}`);
+  const argv = result.sshCommand.split(" ");
+  const proof = await run(argv[0]!, [...argv.slice(1), "hostname"], { check: false, timeoutMs: 30_000 });
+  if (proof.code !== 0) throw new ExitError(1, `${result.sshCommand} hostname failed: ${proof.stderr.trim()}`);
+  say(`${result.sshCommand} hostname → ${proof.stdout.trim()}`);
+  say("remove everything with: npm run demo -- down");
+  return result.sshCommand;
+}
+
+async function main(cmd: string | undefined): Promise<number> {
+  try {
+    if (cmd === "down") await demoDown();
+    else if (cmd === undefined || cmd === "up") process.stdout.write(`${await demoUp()}\n`);
+    else {
+      process.stderr.write("usage: npm run demo [-- up | down]\n");
+      return 2;
+    }
+    return 0;
+  } catch (e) {
+    process.stderr.write(`demo: ${e instanceof ExitError ? `rtunnel: ${e.message}` : e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    return e instanceof ExitError ? e.code : 1;
+  }
+}
+
+process.exitCode = await main(process.argv[2]);
