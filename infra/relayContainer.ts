@@ -28,6 +28,25 @@ export interface RelayRunOptions {
   detach?: boolean;
 }
 
+/**
+ * Confinement of the relay container. sshd needs to change users (SETUID, SETGID), chroot
+ * its pre-auth process (SYS_CHROOT) and signal its per-user children (KILL); the entrypoint
+ * sets owners and modes in the state volume and reads a mounted host key whatever its owner
+ * (CHOWN, FOWNER, DAC_OVERRIDE). Everything else is dropped, setuid binaries gain nothing,
+ * the image is read-only (runtime state lives in tmpfs /run, mode 0755 because sshd's
+ * StrictModes rejects a world-writable parent of the admin keys file), and a fork bomb or
+ * connection flood stops at the pid limit (about 3 processes per connection).
+ */
+export const RELAY_HARDENING_FLAGS: readonly string[] = [
+  "--cap-drop", "ALL",
+  ...["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID", "SYS_CHROOT", "KILL"].flatMap((c) => ["--cap-add", c]),
+  "--security-opt", "no-new-privileges",
+  "--read-only",
+  "--tmpfs", "/run:rw,nosuid,nodev,noexec,mode=0755,size=64m",
+  "--tmpfs", "/tmp:rw,nosuid,nodev,noexec,mode=1777,size=16m",
+  "--pids-limit", "4096",
+];
+
 /** Arguments for `docker` (starting with `run`) that start the relay. */
 export function relayRunArgs(o: RelayRunOptions): string[] {
   const args = ["run"];
@@ -37,6 +56,7 @@ export function relayRunArgs(o: RelayRunOptions): string[] {
   if (o.adminKeysFile) args.push("-v", `${o.adminKeysFile}:${RELAY_ADMIN_KEYS_PATH}:ro`);
   args.push("-v", `${o.stateVolume}:${RELAY_STATE_PATH}`);
   args.push("-e", `RTUNNELD_PORT_RANGE=${o.portRange ?? DEFAULT_PORT_RANGE}`);
+  args.push(...RELAY_HARDENING_FLAGS);
   args.push(...(o.extraFlags ?? []), o.image);
   return args;
 }
