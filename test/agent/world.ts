@@ -1,0 +1,129 @@
+// A small world for the device agent's tests: the NAT topology, the relay (run exactly as
+// infra/relayContainer.ts says), a "raspi" behind the home router whose own sshd is the
+// target, the rtunnel agent sharing the raspi's network namespace (as `--network host` does on
+// a real device), and a laptop behind the office router that uses the relay as ProxyJump.
+import { execFileSync } from "node:child_process";
+import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { ExecutionContext } from "ava";
+import { relayRunArgs, RELAY_CONTAINER_PORT } from "../../infra/relayContainer.ts";
+import { buildImage, createNatTopology, docker, run, useScope, waitFor, type RunResult, type Scope, type Topology } from "../bed/index.ts";
+import { renderAgentEnv, renderKnownHostsLine, renderLaptopConfig } from "./render.ts";
+
+export interface KeyPair {
+  file: string;
+  pub: string;
+}
+
+export function keypair(dir: string, name: string): KeyPair {
+  const file = join(dir, name);
+  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", name, "-f", file]);
+  chmodSync(file, 0o600);
+  return { file, pub: readFileSync(`${file}.pub`, "utf8").trim() };
+}
+
+/** The key type and blob of a public key line, without its comment. */
+export function keyOf(pub: string): string {
+  return pub.split(/\s+/).slice(0, 2).join(" ");
+}
+
+export interface World {
+  scope: Scope;
+  net: Topology;
+  dir: string;
+  relay: string;
+  relayIp: string;
+  relayHostKey: KeyPair;
+  device: string;
+  agent: string;
+  laptop: string;
+  forwardPort: number;
+  /** `ssh raspi ARGV` on the laptop: through the relay and the tunnel to the raspi's sshd. */
+  sshRaspi(argv: readonly string[], timeoutMs?: number): Promise<RunResult>;
+  /** The agent's log so far. */
+  agentLog(): Promise<string>;
+  /** A command of the relay's admin protocol, from this machine through the published port. */
+  admin(argv: readonly string[], input?: string): Promise<string>;
+  /** Resolves once `ssh raspi true` works (bounded). */
+  waitTunnel(what: string, tries?: number): Promise<void>;
+}
+
+export async function startWorld(t: ExecutionContext): Promise<World> {
+  const scope = useScope(t);
+  const [relayImage, agentImage, hostImage] = await Promise.all([buildImage("rtunneld"), buildImage("rtunnel"), buildImage("host")]);
+  const net = await createNatTopology(scope);
+  const dir = mkdtempSync(join(tmpdir(), "rtunnel-agent-"));
+  const relayHostKey = keypair(dir, "ssh_host_ed25519_key");
+  const adminKey = keypair(dir, "admin");
+  const deviceKey = keypair(dir, "id_ed25519");
+  const clientKey = keypair(dir, "client");
+  writeFileSync(join(dir, "admin_keys"), `${adminKey.pub}\n`);
+
+  const relay = scope.name("relay");
+  await docker(relayRunArgs({
+    image: relayImage,
+    containerName: relay,
+    publish: "127.0.0.1:",
+    hostKeyFile: relayHostKey.file,
+    adminKeysFile: join(dir, "admin_keys"),
+    stateVolume: await scope.volume("relay-state"),
+    detach: true,
+    extraFlags: [...scope.flags, "--network", net.internet],
+  }));
+  const relayIp = await scope.ip(relay, net.internet);
+
+  const adminKnownHosts = join(dir, "admin_known_hosts");
+  const admin = async (argv: readonly string[], input?: string): Promise<string> => {
+    const port = (await docker(["port", relay, `${RELAY_CONTAINER_PORT}/tcp`])).stdout.trim().split("\n")[0]!.split(":").pop()!;
+    writeFileSync(adminKnownHosts, renderKnownHostsLine("127.0.0.1", Number(port), readFileSync(`${relayHostKey.file}.pub`, "utf8")));
+    const r = await run("ssh", [
+      "-F", "none", "-i", adminKey.file, "-p", port, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+      "-o", "StrictHostKeyChecking=yes", "-o", `UserKnownHostsFile=${adminKnownHosts}`, "-o", "ConnectTimeout=5",
+      "admin@127.0.0.1", ...argv,
+    ], { input, timeoutMs: 30_000 });
+    return r.stdout;
+  };
+  await waitFor("the relay's admin command", async () => (await admin(["list"])).trim().startsWith("["));
+  const added = JSON.parse(await admin(["add-device", "raspi"], `${deviceKey.pub}\n`)) as { port: number };
+  await admin(["add-client", "laptop", "--devices", "raspi"], `${clientKey.pub}\n`);
+  const forwardPort = added.port;
+
+  // The raspi: its own sshd on 127.0.0.1:22, the laptop's key authorized for `pi`.
+  const device = await net.attach(net.home, scope.name("raspi"), ["--hostname", "raspi", hostImage]);
+  await scope.exec(device, ["sh", "-c", "install -d -o pi -g pi -m 700 /home/pi/.ssh && cat > /home/pi/.ssh/authorized_keys && chown pi:pi /home/pi/.ssh/authorized_keys"], { input: `${clientKey.pub}\n` });
+  await waitFor("the raspi's host key", async () => (await scope.exec(device, ["test", "-s", "/etc/ssh/ssh_host_ed25519_key.pub"], { check: false })).code === 0);
+  const deviceHostKey = (await scope.exec(device, ["cat", "/etc/ssh/ssh_host_ed25519_key.pub"])).stdout;
+
+  // What provisioning writes on the device.
+  const conf = join(dir, "etc-rtunnel");
+  execFileSync("install", ["-d", "-m", "0755", conf]);
+  writeFileSync(join(conf, "rtunnel.env"), renderAgentEnv({ relayHost: relayIp, relayPort: RELAY_CONTAINER_PORT, forwardPort }));
+  writeFileSync(join(conf, "id_ed25519"), readFileSync(deviceKey.file), { mode: 0o600 });
+  writeFileSync(join(conf, "known_hosts"), renderKnownHostsLine(relayIp, RELAY_CONTAINER_PORT, relayHostKey.pub));
+  const agent = await scope.run([
+    "--name", scope.name("agent"), "--restart", "unless-stopped", "--network", `container:${device}`,
+    "-v", `${conf}:/etc/rtunnel:ro`, agentImage,
+  ]);
+
+  const laptop = await net.attach(net.office, scope.name("laptop"), ["--entrypoint", "sleep", hostImage, "infinity"]);
+  const laptopKnownHosts = renderKnownHostsLine(relayIp, RELAY_CONTAINER_PORT, relayHostKey.pub) + `raspi ${keyOf(deviceHostKey)}\n`;
+  await scope.exec(laptop, ["sh", "-c", "install -d -m 700 /root/.ssh && cat > /root/.ssh/client && chmod 600 /root/.ssh/client"], { input: readFileSync(clientKey.file) });
+  await scope.exec(laptop, ["sh", "-c", "cat > /root/.ssh/known_hosts"], { input: laptopKnownHosts });
+  await scope.exec(laptop, ["sh", "-c", "cat > /root/.ssh/config"], {
+    input: renderLaptopConfig({ relayHost: relayIp, relayPort: RELAY_CONTAINER_PORT, forwardPort, identity: "/root/.ssh/client" }),
+  });
+
+  const sshRaspi = (argv: readonly string[], timeoutMs = 20_000) =>
+    scope.exec(laptop, ["ssh", "raspi", ...argv], { check: false, timeoutMs });
+  return {
+    scope, net, dir, relay, relayIp, relayHostKey, device, agent, laptop, forwardPort, admin, sshRaspi,
+    async agentLog() {
+      const l = await docker(["logs", agent], { check: false });
+      return l.stdout + l.stderr;
+    },
+    async waitTunnel(what, tries = 60) {
+      await waitFor(what, async () => (await sshRaspi(["true"], 10_000)).code === 0, { tries, intervalMs: 250 });
+    },
+  };
+}
