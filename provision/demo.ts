@@ -5,12 +5,14 @@
 // and the .rtunnel-demo folder. The user's ~/.ssh is never touched: --ssh-dir is
 // .rtunnel-demo/ssh. Linux: the demo reaches containers by their bridge addresses.
 //
-// It reuses the test bed's Docker plumbing (engine, debootstrap base image, builds) for now.
+// It reuses the test bed's Docker plumbing (engine, debootstrap base image, builds) and the
+// device fixture's run flags for now.
 import { existsSync } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { relayRunArgs } from "../infra/relayContainer.ts";
 import { buildImage, docker, ensureDocker, repoRoot, run, waitFor } from "../test/bed/index.ts";
+import { DEVICE_RUN_FLAGS } from "../test/provision/deviceFixture.ts";
 import { enrollDevice } from "./enroll.ts";
 import { ExitError } from "./errors.ts";
 
@@ -21,13 +23,6 @@ const RELAY = "rtunnel-demo-relay";
 const DEVICE = "rtunnel-demo-raspi";
 const VOLUME = "rtunnel-demo-state";
 const label = ["--label", DEMO_LABEL];
-
-/** The device fixture's `docker run` flags: dockerd inside a container, without --privileged. */
-export const DEVICE_RUN_FLAGS = [
-  "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
-  "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
-  "-v", "/sys/fs/cgroup:/sys/fs/cgroup",
-];
 
 const say = (line: string) => process.stderr.write(`demo: ${line}\n`);
 

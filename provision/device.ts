@@ -73,7 +73,20 @@ export class Device {
     const id = await this.run("id -un; id -u; uname -m");
     const [user = "", uid = "", machine = ""] = id.stdout.split("\n").map((s) => s.trim());
     const root = uid === "0";
+    const platform = platformOf(machine);
+    if (!platform) throw new ExitError(EXIT.device, `the device ${this.name} is a ${machine || "unknown"} machine: rtunnel's image is built for amd64, arm64, armv7 and armv6`);
+    let install = false;
+    const hasDocker = (await this.run("command -v docker", { check: false })).code === 0;
+    if (!hasDocker) {
+      if (!o.installDocker) {
+        throw new ExitError(EXIT.device, `Docker is not installed on the device ${this.name}: install it (Debian/Raspberry Pi OS: sudo apt-get install docker.io) or re-run with --install-docker`);
+      }
+      install = true;
+    }
     if (!root) {
+      if ((await this.run("command -v sudo", { check: false })).code !== 0) {
+        throw new ExitError(EXIT.device, `sudo is not installed on the device ${this.name} and ${user} is not root: install sudo (apt-get install sudo) or enroll as root with --user root`);
+      }
       const sudo = await this.run("sudo -n true", { check: false });
       if (sudo.code !== 0) {
         throw new ExitError(
@@ -83,15 +96,7 @@ export class Device {
       }
       this.sudo = "sudo -n ";
     }
-    const platform = platformOf(machine);
-    if (!platform) throw new ExitError(EXIT.device, `the device ${this.name} is a ${machine || "unknown"} machine: rtunnel's image is built for amd64, arm64, armv7 and armv6`);
-    const hasDocker = (await this.run("command -v docker", { check: false })).code === 0;
-    if (!hasDocker) {
-      if (!o.installDocker) {
-        throw new ExitError(EXIT.device, `Docker is not installed on the device ${this.name}: install it (Debian/Raspberry Pi OS: sudo apt-get install docker.io) or re-run with --install-docker`);
-      }
-      await this.installDocker();
-    }
+    if (install) await this.installDocker();
     const info = await this.run("docker info --format '{{.ServerVersion}}'", { root: true, check: false });
     if (info.code !== 0) {
       throw new ExitError(EXIT.device, `Docker's daemon does not answer on the device ${this.name}: start it (sudo systemctl enable --now docker) and re-run`);

@@ -1,0 +1,231 @@
+// Enrollment end to end in the NAT topology of DESIGN.md "Test bed": the relay on `internet`,
+// a device with its own sshd and dockerd behind the home router, the enrollment CLI run from
+// the home side (this process: the Docker host sits on the home bridge, so it reaches the
+// device by its LAN address as a laptop at home would, and the relay by its public address),
+// and an office laptop behind the other router that gets nothing but the ~/.ssh enrollment
+// wrote. One topology, relay and device serve every case (test.serial), in order.
+import { execFile } from "node:child_process";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+import test, { type ExecutionContext } from "ava";
+import { relayRunArgs } from "../infra/relayContainer.ts";
+import { RelayAdmin } from "../provision/relay.ts";
+import { parseRelayFacts } from "../provision/relayFacts.ts";
+import { buildImage, createNatTopology, docker, ensureDocker, repoRoot, run, Scope, waitFor, type Topology } from "./bed/index.ts";
+import { DEVICE_RUN_FLAGS } from "./provision/deviceFixture.ts";
+
+const keygen = async (file: string, comment: string) => {
+  await promisify(execFile)("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", file]);
+  return (await readFile(`${file}.pub`, "utf8")).trim();
+};
+
+interface Bed {
+  scope: Scope;
+  net: Topology;
+  tmp: string;
+  home: string;
+  identity: string;
+  operatorKey: string;
+  relay: string;
+  relayIp: string;
+  relayHostKey: string;
+  relayFile: string;
+  device: string;
+  deviceIp: string;
+  deviceFp: string;
+  noDocker: string;
+  noDockerIp: string;
+  laptop: string;
+  agentImage: string;
+}
+let bed: Bed;
+const USER_CONFIG = "# my own settings\r\nHost work\r\n  User me\r\n  Port 2200\r\n";
+
+test.before(async () => {
+  await ensureDocker();
+  const [relayImage, agentImage, deviceImage, hostImage] = await Promise.all([buildImage("rtunneld"), buildImage("rtunnel"), buildImage("device"), buildImage("host")]);
+  const scope = new Scope("enroll");
+  const net = await createNatTopology(scope);
+  const tmp = await mkdtemp(path.join(os.tmpdir(), "rtunnel-enroll-"));
+  const home = path.join(tmp, "home");
+  await mkdir(path.join(home, ".ssh"), { recursive: true, mode: 0o700 });
+  await writeFile(path.join(home, ".ssh", "config"), USER_CONFIG, { mode: 0o600 });
+  const identity = path.join(home, ".ssh", "id_ed25519");
+  const operatorKey = await keygen(identity, "operator");
+  const relayKey = path.join(tmp, "relay_host_key");
+  const relayHostKey = await keygen(relayKey, "relay");
+  await writeFile(path.join(tmp, "admin_keys"), `${operatorKey}\n`);
+
+  const relay = scope.name("relay");
+  await docker(relayRunArgs({
+    image: relayImage, containerName: relay, publish: "127.0.0.1:0", hostKeyFile: relayKey, adminKeysFile: path.join(tmp, "admin_keys"),
+    stateVolume: await scope.volume("relay-state"), detach: true, extraFlags: [...scope.flags, "--network", net.internet],
+  }));
+  const device = await net.attach(net.home, scope.name("device"), ["--hostname", "raspi", ...DEVICE_RUN_FLAGS, deviceImage]);
+  const noDocker = await net.attach(net.home, scope.name("nodocker"), ["--hostname", "nodocker", hostImage]);
+  const laptop = await net.attach(net.office, scope.name("laptop"), ["--hostname", "laptop", "--entrypoint", "sleep", hostImage, "infinity"]);
+  // As the person did with ssh-copy-id before enrolling: their key may log in as pi.
+  for (const c of [device, noDocker]) {
+    await scope.exec(c, ["sh", "-c", "install -d -m 700 -o pi -g pi /home/pi/.ssh && cat > /home/pi/.ssh/authorized_keys && chown pi:pi /home/pi/.ssh/authorized_keys"], { input: `${operatorKey}\n` });
+  }
+  await waitFor("the device's dockerd", async () => (await scope.exec(device, ["docker", "info"], { check: false })).code === 0);
+  for (const c of [device, noDocker]) await waitFor(`${c}'s sshd`, async () => (await scope.exec(c, ["nc", "-z", "127.0.0.1", "22"], { check: false })).code === 0);
+  await waitFor("the relay's sshd", async () => (await docker(["logs", relay], { check: false })).stderr.includes("sshd on port 2222"));
+  const relayIp = await net.ip(relay, net.internet);
+  const relayFile = path.join(tmp, "relay.json");
+  await writeFile(relayFile, JSON.stringify({ host: relayIp, port: 2222, hostKey: relayHostKey }));
+  const deviceFp = (await scope.exec(device, ["ssh-keygen", "-lf", "/etc/ssh/ssh_host_ed25519_key.pub"])).stdout.split(" ")[1]!;
+  bed = {
+    scope, net, tmp, home, identity, operatorKey, relay, relayIp, relayHostKey, relayFile, device, deviceFp,
+    deviceIp: await net.ip(device, net.home.network), noDocker, noDockerIp: await net.ip(noDocker, net.home.network), laptop, agentImage,
+  };
+});
+
+test.afterEach.always(async (t) => {
+  if (!t.passed && bed) t.log(await bed.scope.logs().catch((e: unknown) => `(no logs: ${String(e)})`));
+});
+
+test.after.always(async () => {
+  await bed?.scope.dispose();
+  if (bed) await rm(bed.tmp, { recursive: true, force: true });
+});
+
+/** The CLI as a person runs it, with HOME pointing at the test's home (no --ssh-dir: the default ~/.ssh). */
+async function enroll(args: string[]) {
+  const env: NodeJS.ProcessEnv = { ...process.env, HOME: bed.home, USERPROFILE: bed.home };
+  delete env.SSH_AUTH_SOCK;
+  const started = Date.now();
+  const r = await run(process.execPath, ["--import", "tsx", path.join(repoRoot, "provision", "cli.ts"), "enroll-device", ...args], { env, check: false, cwd: repoRoot, timeoutMs: 180_000 });
+  return { ...r, ms: Date.now() - started };
+}
+const base = (name: string, host: string) => [name, "--host", host, "--user", "pi", "--relay", bed.relayFile, "--image", bed.agentImage, "--client", "office-laptop"];
+
+async function tree(dir: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (e.isFile()) out[path.relative(dir, path.join(e.parentPath, e.name))] = (await readFile(path.join(e.parentPath, e.name))).toString("base64");
+  }
+  return out;
+}
+
+/** Everything a failed enrollment must leave as it was: the laptop's ~/.ssh, the relay registry, the devices. */
+async function snapshot() {
+  const device = async (c: string) =>
+    (await bed.scope.exec(c, ["sh", "-c", [
+      "ls -la --time-style=full-iso /etc/rtunnel 2>&1; sha256sum /etc/rtunnel/* 2>&1",
+      "cat /home/pi/.ssh/authorized_keys",
+      "if command -v docker >/dev/null; then docker ps -a --no-trunc --format '{{.ID}} {{.Image}} {{.CreatedAt}} {{.State}}'; docker image ls -q --no-trunc; fi",
+    ].join("; ")], { check: false })).stdout;
+  return {
+    laptop: await tree(path.join(bed.home, ".ssh")),
+    registry: (await bed.scope.exec(bed.relay, ["cat", "/var/lib/rtunneld/registry/registry.json"], { check: false })).stdout,
+    device: await device(bed.device),
+    noDocker: await device(bed.noDocker),
+  };
+}
+
+function oneLine(t: ExecutionContext, stderr: string, pattern: RegExp) {
+  const lines = stderr.trim().split("\n").filter((l) => l.startsWith("rtunnel: "));
+  t.is(lines.length, 1, stderr);
+  t.regex(lines[0] ?? "", pattern);
+  t.notRegex(stderr, /\n\s+at /, "no stack trace");
+}
+
+const onLaptop = (cmd: string[], timeoutMs = 30_000) => bed.scope.exec(bed.laptop, cmd, { check: false, timeoutMs });
+
+test.serial("[docker] enrollment from home writes ~/.ssh so that the office laptop reaches the device through the relay: ssh and scp both ways", async (t) => {
+  const r = await enroll([...base("raspi", bed.deviceIp), "--device-host-key", bed.deviceFp]);
+  t.is(r.code, 0, r.stderr);
+  t.is(r.stdout, "ssh raspi\n");
+  t.log(`enrollment took ${(r.ms / 1000).toFixed(1)} s:\n${r.stderr.split("\n").filter((l) => /\(\d+\.\d s\)$/.test(l)).join("\n")}`);
+
+  // The user's file: our two lines on top, then their bytes unchanged; the original backed up.
+  const ssh = path.join(bed.home, ".ssh");
+  const config = await readFile(path.join(ssh, "config"), "utf8");
+  t.is(config, `# Added by rtunnel: keep this Include above every Host and Match line.\r\nInclude ~/.ssh/config.d/rtunnel\r\n${USER_CONFIG}`);
+  t.is(await readFile(path.join(ssh, "config.rtunnel-backup"), "utf8"), USER_CONFIG);
+
+  // The office laptop gets that ~/.ssh and nothing else.
+  await docker(["cp", `${ssh}/.`, `${bed.laptop}:/root/.ssh`]);
+  await onLaptop(["chown", "-R", "root:root", "/root/.ssh"]);
+  const hostname = await onLaptop(["ssh", "raspi", "hostname"]);
+  t.is(hostname.code, 0, hostname.stderr);
+  t.is(hostname.stdout.trim(), "raspi");
+
+  const up = `up-${Date.now()}`;
+  await onLaptop(["sh", "-c", `echo ${up} > /tmp/up.txt`]);
+  const put = await onLaptop(["scp", "/tmp/up.txt", "raspi:/tmp/up.txt"]);
+  t.is(put.code, 0, put.stderr);
+  t.is((await bed.scope.exec(bed.device, ["cat", "/tmp/up.txt"])).stdout.trim(), up);
+  await bed.scope.exec(bed.device, ["sh", "-c", "echo down-from-raspi > /tmp/down.txt"]);
+  const get = await onLaptop(["scp", "raspi:/tmp/down.txt", "/tmp/down.txt"]);
+  t.is(get.code, 0, get.stderr);
+  t.is((await onLaptop(["cat", "/tmp/down.txt"])).stdout.trim(), "down-from-raspi");
+
+  // Without the relay the laptop has no way in: the device's port 22 is closed to it, and ssh
+  // straight to the device's address (no ProxyJump) fails. Positive control: the home LAN does reach it.
+  t.is((await bed.scope.exec(bed.net.home.router, ["nc", "-z", "-w", "3", bed.deviceIp, "22"], { check: false })).code, 0);
+  t.not((await onLaptop(["nc", "-z", "-w", "3", bed.deviceIp, "22"])).code, 0, "the laptop opened the device's port 22");
+  const direct = await onLaptop(["ssh", "-o", "ProxyJump=none", "-o", `HostName=${bed.deviceIp}`, "-o", "Port=22", "-o", "ConnectTimeout=5", "raspi", "true"]);
+  t.not(direct.code, 0, "ssh without the relay reached the device");
+});
+
+test.serial("[docker] enrolling the same device again changes nothing on the laptop, the relay or the device", async (t) => {
+  const before = await snapshot();
+  const r = await enroll([...base("raspi", bed.deviceIp)]); // pinned now by known_hosts.rtunnel
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stderr, /raspi was already enrolled: nothing changed/);
+  t.log(`re-enrollment took ${(r.ms / 1000).toFixed(1)} s`);
+  t.deepEqual(await snapshot(), before);
+});
+
+const failures: [string, () => Promise<string[]>, RegExp][] = [
+  ["a wrong device host key", async () => [...base("raspi", bed.deviceIp), "--device-host-key", `SHA256:${"A".repeat(43)}`],
+    /^rtunnel: the device at .* shows host key SHA256:\S+, not the pinned SHA256:A{43}: /],
+  ["a device seen for the first time without a pin", async () => [...base("raspi2", bed.deviceIp)],
+    /^rtunnel: the device at .* is unknown; its host key is SHA256:\S+: .*--device-host-key SHA256:/],
+  ["an unknown relay host key", async () => {
+    const other = await keygen(path.join(bed.tmp, `other-relay-${Date.now()}`), "impostor");
+    const file = path.join(bed.tmp, "wrong-relay.json");
+    await writeFile(file, JSON.stringify({ host: bed.relayIp, port: 2222, hostKey: other }));
+    return [...base("raspi", bed.deviceIp), "--relay", file];
+  }, /^rtunnel: the relay at .* shows host key SHA256:\S+, not the pinned SHA256:\S+ from /],
+  ["a relay that refuses the admin key", async () => {
+    const stranger = path.join(bed.tmp, `stranger-${Date.now()}`);
+    await keygen(stranger, "stranger");
+    return [...base("raspi", bed.deviceIp), "--identity", stranger];
+  }, /^rtunnel: the relay at .* refused the admin key/],
+  ["a name already taken by another key", async () => {
+    const other = await keygen(path.join(bed.tmp, `taken-${Date.now()}`), "taken");
+    const admin = await RelayAdmin.connect(parseRelayFacts({ host: bed.relayIp, port: 2222, hostKey: bed.relayHostKey }, "test"), { identityFile: bed.identity });
+    try {
+      await admin.addDevice("taken", other);
+    } finally {
+      admin.dispose();
+    }
+    return [...base("taken", bed.deviceIp), "--device-host-key", bed.deviceFp];
+  }, /^rtunnel: the name taken is already taken on the relay by another device key \(SHA256:\S+\)/],
+  ["a device without Docker", async () => [...base("nodock", bed.noDockerIp), "--accept-new"],
+    /^rtunnel: Docker is not installed on the device nodock: .*--install-docker$/],
+];
+
+for (const [what, args, pattern] of failures) {
+  test.serial(`[docker] ${what} stops enrollment with one clear line and leaves laptop, relay and device as they were`, async (t) => {
+    const argv = await args();
+    const before = await snapshot();
+    const r = await enroll(argv);
+    t.not(r.code, 0);
+    t.is(r.stdout, "");
+    oneLine(t, r.stderr, pattern);
+    t.deepEqual(await snapshot(), before);
+  });
+}
+
+test.serial("[docker] with the relay gone, the laptop can't reach the device at all", async (t) => {
+  t.is((await onLaptop(["ssh", "raspi", "true"])).code, 0, "positive control");
+  await docker(["stop", "-t", "1", bed.relay]);
+  const r = await onLaptop(["ssh", "-o", "ConnectTimeout=5", "raspi", "true"]);
+  t.not(r.code, 0);
+});
