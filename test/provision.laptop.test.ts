@@ -4,7 +4,6 @@ import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promis
 import os from "node:os";
 import path from "node:path";
 import test from "ava";
-import { main } from "../provision/cli.ts";
 import { defaultClientName } from "../provision/enroll.ts";
 import { applyLaptop, laptopPaths, pinnedDeviceKey, planLaptop, type LaptopChange } from "../provision/laptop.ts";
 import { parseRelayFacts } from "../provision/relayFacts.ts";
@@ -107,5 +106,7 @@ test("the CLI: --help lists the commands and exits 0; bad input is one line and 
   t.regex(noKey.stderr, /^rtunnel: .*rtunnel-no-such-key\.pub must be one line .*\(make a key with ssh-keygen -t ed25519, or pass --identity FILE\)\n$/);
   const h = await home(t);
   await writeFile(path.join(h, "id.pub"), `${KEY.type} ${KEY.base64}\n`);
-  t.is(await main(["enroll-device", "raspi", "--host", "192.168.1.23", "--identity", path.join(h, "id"), "--relay", path.join(h, "missing.json")]), 2);
+  const noRelay = await cli(["enroll-device", "raspi", "--host", "192.168.1.23", "--identity", path.join(h, "id"), "--relay", path.join(h, "missing.json")]);
+  t.is(noRelay.code, 2);
+  t.regex(noRelay.stderr, /^rtunnel: can't read --relay .*missing\.json: ENOENT\n$/);
 });
