@@ -1,18 +1,186 @@
+// The device agent (images/rtunnel) against the real relay in the NAT topology. Each test has
+// its own world (test/agent/world.ts) so they run side by side; recovery times are measured by
+// bench/agent-recovery.ts, not asserted here.
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import test from "ava";
-import { ensureDocker } from "./bed/index.ts";
-import { startWorld } from "./agent/world.ts";
+import { buildImage, docker, ensureDocker, inspect, useScope, waitFor } from "./bed/index.ts";
+import { keypair, startWorld } from "./agent/world.ts";
+import { renderAgentEnv, renderKnownHostsLine } from "./agent/render.ts";
 
 test.before(async () => {
   await ensureDocker();
 });
 
+/** The agent's state lines (connecting, up, lost, refused, backing off) after `marker`. */
+function statesAfter(log: string, marker: number): string[] {
+  return log.split("\n").slice(marker).filter((l) => / rtunnel: (connecting|up|lost|refused|backing off)\b/.test(l));
+}
+
 test("[docker] tunnel up: a laptop key through jump reaches the raspi's own sshd and runs a command", async (t) => {
-  const w = await startWorld(t);
+  const w = await startWorld(useScope(t));
   await w.waitTunnel("the tunnel");
   const r = await w.sshRaspi(["hostname && id -un"]);
   t.is(r.code, 0, r.stderr);
-  t.is(r.stdout, "raspi\npi\n");
+  t.is(r.stdout, "raspi\npi\n", "the session ends on the raspi's own sshd, as pi");
   const log = await w.agentLog();
-  t.regex(log, /rtunnel: up: relay 127\.0\.0\.1:\d+ -> 127\.0\.0\.1:22/);
-  t.log(log);
+  t.regex(log, new RegExp(`rtunnel: up: relay 127\\.0\\.0\\.1:${w.forwardPort} -> 127\\.0\\.0\\.1:22`));
+  t.regex(log, /ssh runs as rtunnel/, "ssh does not run as root");
+});
+
+test("[docker] the relay container restarted: the tunnel comes back by itself, and docker stop ends the agent cleanly", async (t) => {
+  const w = await startWorld(useScope(t));
+  await w.waitTunnel("the tunnel");
+  const before = (await w.agentLog()).split("\n").length - 1;
+
+  await docker(["restart", w.relay]);
+  t.is(await w.scope.ip(w.relay, w.net.internet), w.relayIp, "the relay kept its address (else this tests nothing)");
+  await w.waitTunnel("the tunnel after the relay restarted", 120);
+  t.is((await w.sshRaspi(["hostname"])).stdout, "raspi\n");
+  const states = statesAfter(await w.agentLog(), before);
+  t.true(states.some((l) => l.includes("rtunnel: lost:")), `the agent noticed the loss:\n${states.join("\n")}`);
+  t.regex(states.at(-1) ?? "", /rtunnel: up: /, `the agent is up again:\n${states.join("\n")}`);
+
+  // SIGTERM is handled (PID 1 would ignore it otherwise and docker would SIGKILL after 10 s).
+  await docker(["stop", w.agent]);
+  t.is(await inspect(w.agent, "{{.State.ExitCode}}"), "0");
+  t.regex(await w.agentLog(), /rtunnel: stopping\n$/);
+});
+
+test("[docker] the raspi's uplink silently cut for 20 s: the tunnel comes back by itself; a port held by a dead session is retaken", async (t) => {
+  const w = await startWorld(useScope(t));
+  await w.waitTunnel("the tunnel");
+  let marker = (await w.agentLog()).split("\n").length - 1;
+
+  await w.cutUplink(true);
+  await sleep(20_000); // the issue's scenario: 20 s of dropped packets, no FIN
+  await w.cutUplink(false);
+  await w.waitTunnel("the tunnel after the uplink came back", 160);
+  let states = statesAfter(await w.agentLog(), marker);
+  t.true(states.some((l) => /lost: Timeout, server .* not responding/.test(l)), `keepalives noticed the dead relay:\n${states.join("\n")}`);
+  t.regex(states.at(-1) ?? "", /rtunnel: up: /, states.join("\n"));
+
+  // The old session's path then dies for good (a NAT mapping lost, a power cut: no FIN ever
+  // arrives) and the agent starts over at once: the relay still holds the port for the dead
+  // session. The agent must keep trying until the relay's keepalives free it, never settle on
+  // "remote port forwarding failed".
+  marker = (await w.agentLog()).split("\n").length - 1;
+  await w.blackholeSession();
+  await docker(["restart", w.agent]);
+  await w.waitTunnel("the tunnel after the relay freed the dead session's port", 160);
+  states = statesAfter(await w.agentLog(), marker);
+  t.true(states.some((l) => /lost: Error: remote port forwarding failed for listen port/.test(l)), `the port was still held:\n${states.join("\n")}`);
+  t.regex(states.at(-1) ?? "", /rtunnel: up: /, states.join("\n"));
+});
+
+test("[docker] the relay's host key replaced: the agent refuses, logs why, and makes no session", async (t) => {
+  const w = await startWorld(useScope(t));
+  await w.waitTunnel("the tunnel");
+  const pinned = readFileSync(`${w.relayHostKey.file}.pub`, "utf8");
+  const impostor = keypair(w.dir, "impostor_host_key");
+  // Same file (the bind mount pins its inode), new content: the relay restarts with another key.
+  writeFileSync(w.relayHostKey.file, readFileSync(impostor.file));
+  const since = new Date().toISOString();
+  const marker = (await w.agentLog()).split("\n").length - 1;
+  await docker(["restart", w.relay]);
+
+  const fingerprint = (pub: string) => pub.trim().split(/\s+/).slice(0, 2).join(" ");
+  let refusals: string[] = [];
+  await waitFor("two refusals in the agent's log", async () => {
+    refusals = statesAfter(await w.agentLog(), marker).filter((l) => l.includes("rtunnel: refused: "));
+    return refusals.length >= 2;
+  }, { tries: 60, intervalMs: 250 });
+  t.regex(refusals[0]!, /refused: the relay's host key ssh-ed25519 SHA256:\S+ is not the one pinned in \/etc\/rtunnel\/known_hosts \(ED25519 SHA256:\S+\); not connecting/);
+  const served = (await w.scope.exec(w.relay, ["cat", "/run/rtunneld/ssh_host_ed25519_key.pub"])).stdout;
+  t.not(fingerprint(served), fingerprint(pinned), "the relay really serves another key");
+
+  const states = statesAfter(await w.agentLog(), marker);
+  t.false(states.some((l) => l.includes("rtunnel: up:")), `no tunnel was made:\n${states.join("\n")}`);
+  const relayLog = await docker(["logs", "--since", since, w.relay]);
+  t.notRegex(relayLog.stdout + relayLog.stderr, /Accepted publickey for tunnel/, "the relay saw no device login");
+  const listening = await w.scope.exec(w.relay, ["bash", "-c", `exec 3<>/dev/tcp/127.0.0.1/${w.forwardPort}`], { check: false });
+  t.not(listening.code, 0, "nothing listens on the device's port on the relay");
+});
+
+test("[docker] a malformed env file or a missing key: the container exits with one clear line and its own code", async (t) => {
+  const scope = useScope(t);
+  const image = await buildImage("rtunnel");
+  const base = mkdtempSync(join(tmpdir(), "rtunnel-agent-conf-"));
+  const device = keypair(base, "device");
+  const relay = keypair(base, "relay");
+  const good = {
+    "rtunnel.env": renderAgentEnv({ relayHost: "relay.example.net", relayPort: 12345, forwardPort: 20001 }),
+    id_ed25519: readFileSync(device.file, "utf8"),
+    known_hosts: renderKnownHostsLine("relay.example.net", 12345, relay.pub),
+  };
+  const cases: { name: string; files: Partial<Record<keyof typeof good, string | null>>; code: number; line: RegExp }[] = [
+    { name: "a line that is not KEY=VALUE", files: { "rtunnel.env": "RELAY_HOST=relay.example.net\nthis is not a setting\n" }, code: 65, line: /FATAL: \/etc\/rtunnel\/rtunnel\.env line 2 is not KEY=VALUE$/ },
+    { name: "an unknown key", files: { "rtunnel.env": good["rtunnel.env"] + "RELAY_POST=1\n" }, code: 65, line: /unknown key RELAY_POST/ },
+    { name: "a port out of range", files: { "rtunnel.env": renderAgentEnv({ relayHost: "relay.example.net", relayPort: 70000, forwardPort: 20001 }) }, code: 65, line: /FATAL: RELAY_PORT must be 1-65535 \(got '70000'\)$/ },
+    { name: "a shell expansion as TARGET", files: { "rtunnel.env": good["rtunnel.env"] + "TARGET=$(reboot):22\n" }, code: 65, line: /FATAL: TARGET must be host:port/ },
+    { name: "no RELAY_HOST", files: { "rtunnel.env": "RELAY_PORT=12345\nFORWARD_PORT=20001\n" }, code: 65, line: /FATAL: RELAY_HOST must be a hostname, IPv4 or IPv6 address \(got ''\)$/ },
+    { name: "a missing key", files: { id_ed25519: null }, code: 66, line: /FATAL: \/etc\/rtunnel\/id_ed25519 is missing or unreadable/ },
+    { name: "a missing env file", files: { "rtunnel.env": null }, code: 66, line: /FATAL: \/etc\/rtunnel\/rtunnel\.env is missing or unreadable/ },
+    { name: "a key that is not a private key", files: { id_ed25519: device.pub }, code: 67, line: /FATAL: \/etc\/rtunnel\/id_ed25519 is not a usable private key/ },
+    { name: "no pinned key for the relay", files: { known_hosts: renderKnownHostsLine("relay.example.net", 22, relay.pub) }, code: 68, line: /FATAL: \/etc\/rtunnel\/known_hosts pins no host key for \[relay\.example\.net\]:12345/ },
+  ];
+  const runWith = async (name: string, files: Partial<Record<keyof typeof good, string | null>>, args: string[] = []) => {
+    const conf = mkdtempSync(join(base, `${name.replace(/\W+/g, "-")}-`));
+    for (const [file, content] of Object.entries({ ...good, ...files })) {
+      if (content !== null) writeFileSync(join(conf, file), content, { mode: 0o600 });
+    }
+    return docker(["run", "--rm", ...scope.flags, "--network", "none", "-v", `${conf}:/etc/rtunnel:ro`, image, ...args], { check: false, timeoutMs: 60_000 });
+  };
+
+  const results = await Promise.all(cases.map((c) => runWith(c.name, c.files)));
+  cases.forEach((c, i) => {
+    const r = results[i]!;
+    const lines = (r.stdout + r.stderr).trim().split("\n");
+    t.is(r.code, c.code, `${c.name}: exit code (${lines.join(" | ")})`);
+    t.is(lines.length, 1, `${c.name}: one line, got:\n${lines.join("\n")}`);
+    t.regex(lines[0]!, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ rtunnel: FATAL: /, c.name);
+    t.regex(lines[0]!, c.line, c.name);
+  });
+
+  // Positive control: the same files, good, pass --check with one line per decision.
+  const ok = await runWith("good", {}, ["--check"]);
+  t.is(ok.code, 0, ok.stderr);
+  const relayFingerprint = execFileSync("ssh-keygen", ["-lf", `${relay.file}.pub`], { encoding: "utf8" }).split(" ")[1]!;
+  t.true(ok.stderr.includes(`pinned host key ED25519 ${relayFingerprint}\n`), ok.stderr);
+  t.regex(ok.stderr, /forward: relay 127\.0\.0\.1:20001 -> 127\.0\.0\.1:22\n/);
+  t.regex(ok.stderr, /configuration ok\n$/);
+});
+
+test("[docker] with the relay unreachable the agent backs off about 1 s, doubling, jittered, one line per state", async (t) => {
+  const scope = useScope(t);
+  const image = await buildImage("rtunnel");
+  const conf = mkdtempSync(join(tmpdir(), "rtunnel-agent-backoff-"));
+  const relay = keypair(conf, "relay");
+  const device = keypair(conf, "device");
+  writeFileSync(join(conf, "rtunnel.env"), renderAgentEnv({ relayHost: "127.0.0.1", relayPort: 2222, forwardPort: 20001 }));
+  writeFileSync(join(conf, "id_ed25519"), readFileSync(device.file), { mode: 0o600 });
+  writeFileSync(join(conf, "known_hosts"), renderKnownHostsLine("127.0.0.1", 2222, relay.pub));
+  // Nothing listens on 127.0.0.1:2222 in its own empty network namespace: instant refusals.
+  const agent = await scope.run(["--name", scope.name("agent"), "--network", "none", "-v", `${conf}:/etc/rtunnel:ro`, image]);
+
+  let delays: number[] = [];
+  let log = "";
+  await waitFor("four back-offs", async () => {
+    const l = await docker(["logs", agent]);
+    log = l.stdout + l.stderr;
+    delays = [...log.matchAll(/rtunnel: backing off (\d+\.\d) s/g)].map((m) => Number(m[1]));
+    return delays.length >= 4;
+  }, { tries: 80, intervalMs: 250 });
+  // Within [d/2, d] for d = 1, 2, 4, 8 s (printed truncated to 0.1 s).
+  [1, 2, 4, 8].forEach((d, i) => {
+    t.true(delays[i]! >= d / 2 - 0.1 && delays[i]! <= d, `back-off ${i + 1} is ${delays[i]} s, expected ${d / 2}-${d} s`);
+  });
+  const states = statesAfter(log, 0).slice(0, 9);
+  t.deepEqual(states.map((l) => /rtunnel: (connecting|up|lost|refused|backing off)/.exec(l)![1]), [
+    "connecting", "lost", "backing off", "connecting", "lost", "backing off", "connecting", "lost", "backing off",
+  ]);
+  t.regex(states[1]!, /lost: ssh: connect to host 127\.0\.0\.1 port 2222: Connection refused \(ssh exit 255, never up\)/);
 });

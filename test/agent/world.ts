@@ -6,9 +6,8 @@ import { execFileSync } from "node:child_process";
 import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { ExecutionContext } from "ava";
 import { relayRunArgs, RELAY_CONTAINER_PORT } from "../../infra/relayContainer.ts";
-import { buildImage, createNatTopology, docker, run, useScope, waitFor, type RunResult, type Scope, type Topology } from "../bed/index.ts";
+import { buildImage, createNatTopology, docker, run, waitFor, type RunResult, type Scope, type Topology } from "../bed/index.ts";
 import { renderAgentEnv, renderKnownHostsLine, renderLaptopConfig } from "./render.ts";
 
 export interface KeyPair {
@@ -45,12 +44,20 @@ export interface World {
   agentLog(): Promise<string>;
   /** A command of the relay's admin protocol, from this machine through the published port. */
   admin(argv: readonly string[], input?: string): Promise<string>;
-  /** Resolves once `ssh raspi true` works (bounded). */
+  /**
+   * Makes the agent's current relay session a dead one for good (its packets dropped at the
+   * home router from now on, as when a NAT mapping is lost or the device loses power) and
+   * returns its local port. New sessions pass.
+   */
+  blackholeSession(): Promise<number>;
+  /** Resolves once `ssh raspi true` works (bounded: `tries` probes 250 ms apart). */
   waitTunnel(what: string, tries?: number): Promise<void>;
+  /** Silently cuts (drops, no FIN/RST) or restores the raspi's uplink at the home router. */
+  cutUplink(cut: boolean): Promise<void>;
 }
 
-export async function startWorld(t: ExecutionContext): Promise<World> {
-  const scope = useScope(t);
+/** Builds the world in `scope` (a test's `useScope(t)`, or a bench's own Scope). */
+export async function startWorld(scope: Scope): Promise<World> {
   const [relayImage, agentImage, hostImage] = await Promise.all([buildImage("rtunneld"), buildImage("rtunnel"), buildImage("host")]);
   const net = await createNatTopology(scope);
   const dir = mkdtempSync(join(tmpdir(), "rtunnel-agent-"));
@@ -121,6 +128,21 @@ export async function startWorld(t: ExecutionContext): Promise<World> {
     async agentLog() {
       const l = await docker(["logs", agent], { check: false });
       return l.stdout + l.stderr;
+    },
+    async cutUplink(cut) {
+      await scope.exec(net.home.router, ["iptables", cut ? "-I" : "-D", "FORWARD", "-s", await scope.ip(device, net.home.network), "-j", "DROP"]);
+      await scope.exec(net.home.router, ["iptables", cut ? "-I" : "-D", "FORWARD", "-d", await scope.ip(device, net.home.network), "-j", "DROP"]);
+    },
+    async blackholeSession() {
+      const ss = await scope.exec(device, ["ss", "-tnH", "state", "established", `dst ${relayIp}`, "dport", `= :${RELAY_CONTAINER_PORT}`]);
+      // Columns with a state filter: Recv-Q Send-Q Local:Port Peer:Port
+      const ports = ss.stdout.split("\n").filter(Boolean).map((l) => Number(l.trim().split(/\s+/)[2]?.split(":").pop()));
+      if (ports.length !== 1 || !(ports[0]! > 0)) throw new Error(`expected one session to the relay, ss says:\n${ss.stdout}`);
+      const deviceIp = await scope.ip(device, net.home.network);
+      const port = String(ports[0]);
+      await scope.exec(net.home.router, ["iptables", "-I", "FORWARD", "-s", deviceIp, "-p", "tcp", "--sport", port, "-j", "DROP"]);
+      await scope.exec(net.home.router, ["iptables", "-I", "FORWARD", "-d", deviceIp, "-p", "tcp", "--dport", port, "-j", "DROP"]);
+      return ports[0]!;
     },
     async waitTunnel(what, tries = 60) {
       await waitFor(what, async () => (await sshRaspi(["true"], 10_000)).code === 0, { tries, intervalMs: 250 });
