@@ -5,6 +5,8 @@
 //    true` that works, and from the restart command's start.
 // 2. The raspi's uplink is silently cut for 20 s at the home router (dropped, no FIN), then
 //    restored: time from the restore to the first working `ssh raspi true`.
+// 3. The live session's path dies for good (dropped at the router) and the agent restarts:
+//    time until the relay frees the dead session's port and the agent retakes it.
 // Plus the size the image adds to its base. Prints a JSON summary on stdout.
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -60,11 +62,20 @@ async function main(): Promise<void> {
     const restored = performance.now();
     const cutMs = Math.round(await untilSsh(w, restored));
     console.error(`silent cut of ${Math.round(restored - cutAt)} ms: working ssh ${cutMs} ms after the restore`);
+    // 3. The session's path dies for good and the agent starts over: the relay still holds the
+    //    port until its keepalives free it. Time from the agent's restart to a working ssh.
+    await sleep(STABLE_MS);
+    await w.blackholeSession();
+    const heldStart = performance.now();
+    await docker(["restart", w.agent]);
+    const heldMs = Math.round(await untilSsh(w, heldStart));
+    console.error(`port held by a dead session: working ssh ${heldMs} ms after the agent restarted`);
     const log = await w.agentLog();
-    console.error(log.split("\n").slice(-25).join("\n"));
+    console.error(log.split("\n").slice(-40).join("\n"));
     console.log(JSON.stringify({
       relayRestart: { afterRestartReturnedMs: afterReturn, medianMs: median(afterReturn), fromRestartCommandMs: afterCommand },
       silentCut20s: { afterRestoreMs: cutMs },
+      portHeldByDeadSession: { afterAgentRestartMs: heldMs },
       image: { addedToBaseBytes: added, addedToBaseMB: +(added / 1e6).toFixed(2) },
     }, null, 2));
   } finally {
