@@ -61,7 +61,7 @@ export function sshArgv(relayHost: string, key: string, user: string, opts: read
 }
 
 /** Relay + client on a fresh network; the host key is mounted read-only as in the cloud. */
-export async function startRelay(scope: Scope, { clientFlags = [] as string[] } = {}): Promise<Relay> {
+export async function startRelay(scope: Scope, { clientFlags = [] as string[], mountHostKey = true } = {}): Promise<Relay> {
   const [image, clientImage] = await Promise.all([buildImage("rtunneld"), buildClientImage()]);
   const network = await scope.network("relaynet");
   const volume = await scope.volume("relaystate");
@@ -79,17 +79,18 @@ export async function startRelay(scope: Scope, { clientFlags = [] as string[] } 
   await writeFile(hostKeyFile, (await exec(client, ["cat", "/k/host"])).stdout, { mode: 0o600 });
   await chmod(hostKeyFile, 0o600);
   await writeFile(adminKeysFile, (await exec(client, ["cat", "/k/admin.pub"])).stdout);
-  const hostKey = (await exec(client, ["cat", "/k/host.pub"])).stdout.split(" ").slice(0, 2).join(" ");
+  let hostKey = (await exec(client, ["cat", "/k/host.pub"])).stdout.split(" ").slice(0, 2).join(" ");
   const container = scope.name("relay");
 
   const startContainer = async () => {
     await docker(relayRunArgs({
-      image, containerName: container, publish: "127.0.0.1:", hostKeyFile, adminKeysFile, stateVolume: volume,
+      image, containerName: container, publish: "127.0.0.1:", hostKeyFile: mountHostKey ? hostKeyFile : undefined, adminKeysFile, stateVolume: volume,
       detach: true, extraFlags: [...scope.flags, "--network", network],
     }));
     await waitFor("the relay's sshd", async () => (await docker(["logs", container])).stderr.includes("Server listening on 0.0.0.0 port 2222"), { tries: 60, intervalMs: 250 });
   };
   await startContainer();
+  if (!mountHostKey) hostKey = (await exec(container, ["cat", "/run/rtunneld/ssh_host_ed25519_key.pub"])).stdout.split(" ").slice(0, 2).join(" ");
   await exec(client, ["sh", "-c", `echo "[${container}]:${RELAY_CONTAINER_PORT} ${hostKey}" > /k/known_hosts`]);
 
   const keys = new Map<string, Promise<string>>();
@@ -97,7 +98,7 @@ export async function startRelay(scope: Scope, { clientFlags = [] as string[] } 
     container, volume, network, client, hostKey,
     ssh: (key, user, opts, command = [], input = undefined) =>
       exec(client, sshArgv(container, key, user, opts, command), { check: false, input, timeoutMs: 30_000 }),
-    admin: (words, input) => exec(client, sshArgv(container, "admin", "admin", [], words), { check: false, input, timeoutMs: 30_000 }),
+    admin: (words, input) => exec(client, sshArgv(container, "admin", "admin", ["-T"], words), { check: false, input, timeoutMs: 30_000 }),
     async adminJson<T>(words: readonly string[], input?: string | Buffer) {
       const r = await relay.admin(words, input);
       if (r.code !== 0) throw new Error(`admin ${words.join(" ")} exited ${r.code}: ${r.stderr.trim()}`);
