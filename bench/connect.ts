@@ -1,0 +1,99 @@
+// connect: `ssh raspi true` through the relay, cold and with the relay hop's connection reused
+// (ControlMaster/ControlPersist, as provision/sshConfig.ts renders it when multiplexing is on),
+// against `ssh` straight to the same sshd. Timed inside the laptop container (no docker exec in
+// the figure), the three kinds interleaved in every round, the order rotated round to round.
+import type { Row, Section } from "./results.ts";
+import { RELAY_ALIAS_MUX_CONFIG, type World } from "./world.ts";
+
+export const KINDS = ["direct", "cold", "reused", "hop"] as const;
+export type Kind = (typeof KINDS)[number];
+
+/** Parses the laptop script's `KIND MICROSECONDS` lines into milliseconds per kind. */
+export function parseTimings(stdout: string): Record<string, number[]> {
+  const out: Record<string, number[]> = {};
+  for (const line of stdout.split("\n")) {
+    const m = /^([a-z-]+) (\d+)$/.exec(line.trim());
+    if (m) (out[m[1]!] ??= []).push(Number(m[2]) / 1000);
+  }
+  return out;
+}
+
+/** A bash script that times each command `rounds` times, rotating their order each round. */
+export function timingScript(commands: Record<string, string>, rounds: number): string {
+  const names = Object.keys(commands);
+  const cases = names.map((n) => `    ${n}) ${commands[n]} >/dev/null 2>/tmp/err-${n} || { echo "FAIL ${n} $(tail -n1 /tmp/err-${n})"; continue; } ;;`).join("\n");
+  return [
+    "set -u",
+    `kinds=(${names.join(" ")})`,
+    `for ((i = 0; i < ${rounds}; i++)); do`,
+    "  for ((j = 0; j < ${#kinds[@]}; j++)); do",
+    "    k=${kinds[$(( (i + j) % ${#kinds[@]} ))]}",
+    "    t0=$(date +%s%N)",
+    "    case $k in",
+    cases,
+    "    esac",
+    "    t1=$(date +%s%N)",
+    '    echo "$k $(( (t1 - t0) / 1000 ))"',
+    "  done",
+    "done",
+  ].join("\n");
+}
+
+export function connectCommands(w: World): Record<string, string> {
+  const ssh = "ssh -o BatchMode=yes";
+  return {
+    direct: `${ssh} raspi-direct true`,
+    cold: `${ssh} raspi true`,
+    reused: `${ssh} -F ${RELAY_ALIAS_MUX_CONFIG} raspi true`,
+    // The relay hop alone: connect to the relay, open the forward, read the raspi's banner, leave.
+    hop: `${ssh} -W 127.0.0.1:${w.forwardPort} rtunnel-relay </dev/null`,
+  };
+}
+
+export async function measureConnect(w: World, rounds: number): Promise<Record<string, number[]>> {
+  // Warm up every path once, and start the relay hop's control master for "reused".
+  const warm = await w.onLaptop(`ssh -o BatchMode=yes raspi-direct true && ssh -o BatchMode=yes raspi true && ssh -o BatchMode=yes -F ${RELAY_ALIAS_MUX_CONFIG} raspi true && ssh -F ${RELAY_ALIAS_MUX_CONFIG} -O check rtunnel-relay`);
+  if (warm.code !== 0) throw new Error(`connect warm-up failed: ${warm.stderr.trim()}`);
+  const r = await w.onLaptop(timingScript(connectCommands(w), rounds));
+  const fails = r.stdout.split("\n").filter((l) => l.startsWith("FAIL"));
+  if (fails.length) throw new Error(`connect runs failed: ${fails.slice(0, 3).join("; ")}`);
+  return parseTimings(r.stdout);
+}
+
+export function connectRows(t: Record<string, number[]>, label = ""): Row[] {
+  const direct = { name: "direct ssh, same round", values: t.direct ?? [] };
+  return [
+    { name: `cold: ssh raspi true${label}`, unit: "ms", values: t.cold ?? [], baseline: direct, goal: { text: "cold at most 1.5x direct", on: "ratio", kind: "max", limit: 1.5 } },
+    { name: `reused relay hop (ControlPersist): ssh raspi true${label}`, unit: "ms", values: t.reused ?? [], baseline: direct, goal: { text: "reused at most 1.1x direct", on: "ratio", kind: "max", limit: 1.1 } },
+    { name: `relay hop alone: ssh -W to the forward, read the banner${label}`, unit: "ms", values: t.hop ?? [], baseline: direct, note: "where cold's extra time goes" },
+  ];
+}
+
+export async function benchConnect(w: World, rounds: number): Promise<Section> {
+  const t = await measureConnect(w, rounds);
+  const rows = connectRows(t);
+  const med = (xs: number[] = []) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
+  const findings: string[] = [];
+  const direct = med(t.direct), cold = med(t.cold), reused = med(t.reused), hop = med(t.hop);
+  if (cold / direct > 1.5) {
+    findings.push(
+      `Cold misses because it is two complete SSH connections in series: the relay hop alone (TCP, key exchange, publickey auth of jump, the -W channel, the raspi's banner) takes ${hop.toFixed(0)} ms median, and the end-to-end connection to the raspi's sshd then costs about what direct does (${direct.toFixed(0)} ms); cold ${cold.toFixed(0)} ms is close to their sum. On this machine the cost is CPU (both key exchanges use mlkem768x25519 on 2 shared cores), on a real network it is also round trips: the relay hop adds its own TCP + KEX + auth round trips before the inner handshake can start.`,
+      `The change that meets it for every connection after the first: render the relay hop with ControlMaster auto / ControlPersist (provision/sshConfig.ts already supports \`multiplex\`; provision/laptop.ts planLaptop does not pass it yet). With the hop reused, \`ssh raspi\` measured ${reused.toFixed(0)} ms, ${(reused / direct).toFixed(2)}x direct. A first (cold) connection cannot reach 1.5x with two sequential handshakes; a cheaper relay-hop KEX (curve25519-sha256 only for the jump account) would trim CPU but not the round trips.`,
+    );
+  }
+  if (reused / direct > 1.1) {
+    findings.push(`Reused still costs ${((reused / direct - 1) * 100).toFixed(0)}% over direct: the mux client, the relay's channel open to 127.0.0.1:${w.forwardPort}, and one more hop (relay sshd, tunnel, agent ssh) for every packet of the inner handshake.`);
+  }
+  return {
+    id: "connect",
+    title: "Connect: ssh raspi true",
+    method: [
+      `${rounds} rounds; each round runs direct, cold, reused and hop once, the order rotated round to round; one discarded warm-up of each path first. Timed inside the laptop container with \`date +%s%N\` around the ssh command (the process start of ssh included; docker exec is not).`,
+      "Through the relay: laptop (office NAT) → office router → `internet` bridge → relay sshd (account jump, ProxyJump `-W 127.0.0.1:PORT`) → the device agent's reverse tunnel → home router → raspi sshd. The laptop's ~/.ssh is what provision/sshConfig.ts renders (`renderConfig`, `renderKnownHosts`, `ensureInclude`), host keys pinned, StrictHostKeyChecking yes.",
+      "Reused: the same rendered config with `multiplex` (ControlMaster auto, ControlPath ~/.ssh/rtunnel-%C, ControlPersist 10m) on the relay hop; a master was up (`ssh -O check` said so) before the timed runs.",
+      "Direct baseline: the same laptop container, key, known_hosts pin (HostKeyAlias) and raspi sshd, over a second interface the laptop has on the home LAN (bench only; its default route stays the office router): laptop → home bridge → raspi:22. What a user at home gets with plain ssh; no relay, no NAT.",
+    ],
+    rows,
+    findings,
+  };
+}

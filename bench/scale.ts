@@ -1,0 +1,187 @@
+// scale: N device tunnels held by one relay. The devices are simulated, not containers: N keys
+// registered with the admin command, then N `ssh -N -R 127.0.0.1:PORT:127.0.0.1:22 tunnel@relay`
+// clients in one "farm" container behind the home router (so, like devices behind one
+// carrier-grade NAT, they all come from one address), each with its own key, each in a small
+// bash loop that reconnects with the agent's backoff (1 s doubling to 30 s, jittered to [d/2, d],
+// reset after 10 s up) and the agent's ssh options.
+import { readFile } from "node:fs/promises";
+import { setTimeout as sleep } from "node:timers/promises";
+import { RELAY_CONTAINER_PORT } from "../infra/relayContainer.ts";
+import { docker, exec, inspect } from "../test/bed/index.ts";
+import { connectCommands, parseTimings, timingScript } from "./connect.ts";
+import { containerMemoryBytes, containerPidStats, containerPss } from "./procs.ts";
+import type { Row, Section } from "./results.ts";
+import type { World } from "./world.ts";
+
+/** The simulated device: the agent's ssh options and backoff, in bash. */
+export function deviceScript(relayIp: string): string {
+  return `#!/bin/bash
+i=$1 port=$2 spread_ms=$3
+sleep "$(( RANDOM * spread_ms / 32768 / 1000 )).$(printf %03d $(( RANDOM * spread_ms / 32768 % 1000 )))"
+failures=0
+while :; do
+  start=$SECONDS
+  ssh -N -T -F /dev/null -o BatchMode=yes -o ExitOnForwardFailure=yes -o ConnectTimeout=10 \\
+    -o ServerAliveInterval=5 -o ServerAliveCountMax=2 -o StrictHostKeyChecking=yes \\
+    -o UserKnownHostsFile=/farm/known_hosts -o IdentitiesOnly=yes -o IdentityFile=/farm/k$i \\
+    -o ControlPath=none -R 127.0.0.1:$port:127.0.0.1:22 -p ${RELAY_CONTAINER_PORT} tunnel@${relayIp} </dev/null >/dev/null 2>>/farm/log/$i
+  rc=$?
+  (( SECONDS - start >= 10 )) && failures=0
+  echo "$(date +%s) exit $rc up $(( SECONDS - start ))" >>/farm/log/$i
+  d=$(( 1000 << (failures < 5 ? failures : 5) )); (( d > 30000 )) && d=30000
+  ms=$(( d / 2 + (RANDOM * 32768 + RANDOM) % (d / 2 + 1) )); failures=$(( failures + 1 ))
+  sleep "$(( ms / 1000 )).$(printf %03d $(( ms % 1000 )))"
+done
+`;
+}
+
+/** Ports in `ports` that listen on the relay's loopback (read from the relay's netns via /proc). */
+async function listening(relayPid: number, ports: ReadonlySet<number>): Promise<number> {
+  const text = await readFile(`/proc/${relayPid}/net/tcp`, "utf8");
+  let n = 0;
+  for (const line of text.split("\n").slice(1)) {
+    const c = line.trim().split(/\s+/);
+    if (c[3] !== "0A" || !c[1]?.startsWith("0100007F:")) continue;
+    if (ports.has(parseInt(c[1].slice(9), 16))) n++;
+  }
+  return n;
+}
+
+const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
+const mib = (kib: number) => kib / 1024;
+
+export async function benchScale(w: World, o: { tunnels: number; connectRounds: number; log: (l: string) => void }): Promise<Section> {
+  const n = o.tunnels;
+  const findings: string[] = [];
+  const method: string[] = [];
+  const farm = await w.net.attach(w.net.home, w.scope.name("farm"), ["--hostname", "farm", "--entrypoint", "sleep", w.images.host, "infinity"]);
+  const farmSh = (script: string, timeoutMs = 600_000) => exec(farm, ["bash", "-c", script], { timeoutMs });
+
+  // Keys, made in the farm (one per device), then registered one add-device each.
+  let t = Date.now();
+  const pubs = (await farmSh(`mkdir -p /farm/log && cd /farm && for i in $(seq 1 ${n}); do ssh-keygen -q -t ed25519 -N '' -C dev$i -f k$i && echo "$i $(cut -d' ' -f1,2 k$i.pub)"; done`)).stdout
+    .split("\n").filter(Boolean).map((l) => l.split(" ")).map(([i, type, b]) => ({ i: Number(i), key: `${type} ${b}` }));
+  const keygenS = (Date.now() - t) / 1000;
+  if (pubs.length !== n) throw new Error(`made ${pubs.length} of ${n} device keys`);
+  t = Date.now();
+  const lanes = 4;
+  const ports = new Map<number, number>();
+  await Promise.all(Array.from({ length: lanes }, async (_, lane) => {
+    for (let k = lane; k < n; k += lanes) {
+      const { i, key } = pubs[k]!;
+      const r = await w.admin(["add-device", `farm-${String(i).padStart(4, "0")}`], `${key}\n`, lane + 1);
+      if (r.code !== 0) throw new Error(`add-device farm-${i}: ${r.stderr.trim()}`);
+      ports.set(i, (JSON.parse(r.stdout) as { port: number }).port);
+    }
+  }));
+  const registerS = (Date.now() - t) / 1000;
+  o.log(`scale: ${n} keys made in ${keygenS.toFixed(0)} s, registered in ${registerS.toFixed(0)} s`);
+  const portSet = new Set(ports.values());
+
+  // Idle relay: memory and the laptop's connect time (cold through the relay, and direct).
+  const relayPid = Number(await inspect(w.relay, "{{.State.Pid}}"));
+  const idlePss = await containerPss(w.relay);
+  const idleMem = await containerMemoryBytes(w.relay);
+  const cmds = connectCommands(w);
+  const conn = async () => {
+    const r = await w.onLaptop(timingScript({ direct: cmds.direct!, cold: cmds.cold! }, o.connectRounds));
+    return parseTimings(r.stdout);
+  };
+  const idleConnect = await conn();
+
+  // All devices up.
+  await exec(farm, ["sh", "-c", "cat > /farm/known_hosts"], { input: `[${w.relayIp}]:${RELAY_CONTAINER_PORT} ${w.relayHostKeyPub.split(/\s+/).slice(0, 2).join(" ")}\n` });
+  await exec(farm, ["sh", "-c", "cat > /farm/dev.sh && chmod +x /farm/dev.sh"], { input: deviceScript(w.relayIp) });
+  const spreadMs = Math.min(30_000, n * 20);
+  const list = [...ports].map(([i, p]) => `${i} ${p}`).join("\n");
+  await exec(farm, ["sh", "-c", "cat > /farm/ports"], { input: `${list}\n` });
+  t = Date.now();
+  await docker(["exec", "-d", farm, "bash", "-c", `while read -r i p; do setsid /farm/dev.sh $i $p ${spreadMs} </dev/null >/dev/null 2>&1 & done </farm/ports; wait`]);
+  let up = 0;
+  const rampLimit = spreadMs + 180_000;
+  while (Date.now() - t < rampLimit) {
+    up = await listening(relayPid, portSet);
+    if (up === n) break;
+    await sleep(500);
+  }
+  const rampS = (Date.now() - t) / 1000;
+  o.log(`scale: ${up} of ${n} tunnels up after ${rampS.toFixed(0)} s (starts spread over ${spreadMs / 1000} s)`);
+  if (up < n) findings.push(`Only ${up} of ${n} tunnels came up within ${(rampLimit / 1000).toFixed(0)} s of starting the farm.`);
+  await sleep(5000); // let the last sessions settle before measuring memory
+  const loadPss = await containerPss(w.relay);
+  const loadMem = await containerMemoryBytes(w.relay);
+  const pidsLoaded = await containerPidStats(w.relay);
+  const loadConnect = await conn();
+
+  // Relay restart: how long until every tunnel is back.
+  const before = await containerPidStats(w.relay);
+  const restartAt = Date.now();
+  await docker(["restart", "-t", "10", w.relay]);
+  const back = Date.now();
+  const relayPid2 = Number(await inspect(w.relay, "{{.State.Pid}}"));
+  const marks: Record<string, number> = {};
+  const stormLimit = 180_000;
+  let after = 0;
+  while (Date.now() - back < stormLimit) {
+    after = await listening(relayPid2, portSet).catch(() => 0);
+    for (const f of [0.5, 0.9, 0.99]) if (after >= Math.ceil(f * n) && marks[String(f)] === undefined) marks[String(f)] = Date.now() - back;
+    if (after === n) break;
+    await sleep(250);
+  }
+  const allBackMs = after === n ? Date.now() - back : undefined;
+  const pidsStorm = await containerPidStats(w.relay);
+  const relayLog = await docker(["logs", "--since", String(Math.floor(restartAt / 1000)), w.relay], { check: false });
+  const logText = relayLog.stdout + relayLog.stderr;
+  const count = (re: RegExp) => (logText.match(re) ?? []).length;
+  const drops = count(/drop connection #\d+/g);
+  const penalties = count(/penalty/gi);
+  const forkFail = count(/fork|Resource temporarily unavailable/gi);
+  o.log(`scale: after relay restart ${after} of ${n} back ${allBackMs !== undefined ? `in ${(allBackMs / 1000).toFixed(1)} s` : `(not all within ${stormLimit / 1000} s)`}`);
+  const farmAttempts = (await farmSh("cat /farm/log/* | grep -c ' exit ' || true")).stdout.trim();
+  await docker(["rm", "-f", farm], { check: false });
+
+  const perTunnelKiB = (loadPss.kib - idlePss.kib) / n;
+  const rows: Row[] = [
+    {
+      name: `relay memory with ${n} tunnels up (PSS summed over the relay container's ${loadPss.processes} processes)`, unit: "MiB", values: [mib(loadPss.kib)],
+      baseline: { name: `idle relay (1 tunnel, ${idlePss.processes} processes)`, values: [mib(idlePss.kib)] },
+      goal: { text: "all 1000 tunnels in at most 2 GiB", on: "value", kind: "max", limit: (2048 * n) / 1000 },
+      note: n === 1000 ? "" : `goal scaled to ${n} tunnels: 2 GiB x ${n}/1000`,
+    },
+    { name: "relay memory per tunnel: (PSS loaded - idle) / N", unit: "KiB", values: [perTunnelKiB] },
+    { name: "relay cgroup memory usage (includes its tmpfs /run)", unit: "MiB", values: [loadMem / 2 ** 20], baseline: { name: "idle", values: [idleMem / 2 ** 20] } },
+    {
+      name: `laptop cold connect while ${up} tunnels are up`, unit: "ms", values: loadConnect.cold ?? [],
+      baseline: { name: "same, idle relay (measured before the farm started)", values: idleConnect.cold ?? [] },
+      goal: { text: "at most 1.2x the idle relay's", on: "ratio", kind: "max", limit: 1.2 },
+    },
+    { name: "control: direct connect while the farm runs", unit: "ms", values: loadConnect.direct ?? [], baseline: { name: "direct, before the farm", values: idleConnect.direct ?? [] }, note: "how much the farm's load alone slows this machine" },
+  ];
+  if (allBackMs !== undefined) {
+    rows.push({
+      name: `relay restart → all ${n} tunnels back`, unit: "s", values: [allBackMs / 1000],
+      baseline: { name: "time to the first 50% back", values: [(marks["0.5"] ?? NaN) / 1000] },
+      goal: { text: "60 s or less, no device permanently failed", on: "value", kind: "max", limit: 60 },
+    });
+  } else {
+    findings.push(`After the relay restart only ${after} of ${n} tunnels were back within ${stormLimit / 1000} s: goal missed (${n - after} devices not back).`);
+  }
+  findings.push(
+    `Restart storm: 50% back after ${((marks["0.5"] ?? NaN) / 1000).toFixed(1)} s, 90% after ${((marks["0.9"] ?? NaN) / 1000).toFixed(1)} s, 99% after ${((marks["0.99"] ?? NaN) / 1000).toFixed(1)} s; the relay's log since the restart has ${drops} MaxStartups drops ("drop connection #"), ${penalties} PerSourcePenalties lines and ${forkFail} fork failures; the farm's clients made ${farmAttempts} connection attempts that ended (all of them, since the farm started).`,
+    `Relay pids: limit ${pidsLoaded.max}, ${pidsLoaded.current} in use with ${up} tunnels (${((pidsLoaded.current - 4) / Math.max(1, up)).toFixed(1)} per tunnel), peak ${pidsStorm.peak ?? "?"}; forks refused at the limit: ${before.refused} before the restart, ${pidsStorm.refused} after it.`,
+    `Registration: ${n} add-device calls took ${registerS.toFixed(0)} s over ${lanes} multiplexed admin connections (${((registerS * 1000) / n).toFixed(0)} ms each); the relay has no bulk path, and each add re-renders every key file (O(N) per add). Making the ${n} keys took ${keygenS.toFixed(0)} s.`,
+  );
+  const loadRatio = med(loadConnect.cold ?? []) / med(idleConnect.cold ?? []);
+  const directRatio = med(loadConnect.direct ?? []) / med(idleConnect.direct ?? []);
+  if (loadRatio > 1.2) {
+    findings.push(`Connect under load is ${loadRatio.toFixed(2)}x idle while direct ssh on the same machine slowed ${directRatio.toFixed(2)}x: the ${n} simulated devices run on the same 2 cores as the relay (their keepalives every 5 s, in both directions), so part of this is the farm's own CPU, not the relay's.`);
+  }
+  method.push(
+    `Devices: ${n} keys (ed25519, made in the farm container), registered by \`add-device farm-NNNN\` over ${lanes} multiplexed admin connections; ${n} clients in one farm container behind the home router (one NAT source address for all), starts spread at random over ${spreadMs / 1000} s; each client is \`ssh -N -R 127.0.0.1:PORT:127.0.0.1:22 tunnel@relay\` with the agent's options (ExitOnForwardFailure, ServerAliveInterval 5 x 2, pinned host key) in a bash loop with the agent's backoff (1 s doubling to 30 s, jittered to [d/2, d], reset after 10 s up).`,
+    "A tunnel counts as up when its port listens on the relay's loopback (read from the relay's network namespace, /proc/PID/net/tcp): the relay's own view, the same test as the admin `list`'s online flag.",
+    "Memory: PSS from /proc/PID/smaps_rollup summed over every process in the relay container's cgroup, once idle (the raspi's tunnel only) and once with all tunnels up; per tunnel = (loaded - idle) / N. Single measurements (1 run).",
+    `Connect: ${o.connectRounds} rounds of cold \`ssh raspi true\` and direct, interleaved, before the farm starts (idle) and with all tunnels up.`,
+    "Restart: `docker restart -t 10` of the relay with all tunnels up; then the number of listening forwarded ports every 250 ms until all are back (limit 180 s). 1 run.",
+  );
+  return { id: "scale", title: `Scale: ${n} device tunnels on one relay`, method, rows, findings };
+}
