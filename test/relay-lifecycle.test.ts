@@ -49,7 +49,7 @@ test("[docker] remove cuts a device's live tunnel within 2 s, and the device can
   t.true(seconds <= 2, `took ${seconds} s`);
   // Its ssh process saw the connection end (it exits rather than hanging on).
   await waitFor("the device's ssh to exit", async () =>
-    !(await exec(r.client, ["pgrep", "-f", `-R 127.0.0.1:${port}:`], { check: false })).stdout.trim(), { tries: 20, intervalMs: 250 });
+    !(await exec(r.client, ["pgrep", "-f", "--", `-R 127.0.0.1:${port}:`], { check: false })).stdout.trim(), { tries: 20, intervalMs: 250 });
 
   const again = await r.ssh("raspi", "tunnel", ["-N", "-o", "ExitOnForwardFailure=yes", "-R", `127.0.0.1:${port}:127.0.0.1:22`]);
   t.is(again.code, 255);
