@@ -84,6 +84,9 @@ export async function benchConnect(w: World, rounds: number): Promise<Section> {
   if (reused / direct > 1.1) {
     findings.push(`Reused still costs ${((reused / direct - 1) * 100).toFixed(0)}% over direct: the mux client, the relay's channel open to 127.0.0.1:${w.forwardPort}, and one more hop (relay sshd, tunnel, agent ssh) for every packet of the inner handshake.`);
   }
+  if (reused < direct) {
+    findings.push(`Reused was faster than direct (${reused.toFixed(0)} vs ${direct.toFixed(0)} ms). Both do the same end-to-end handshake with the raspi's sshd; what differs is the laptop's transport: direct, ssh writes its own TCP socket; reused, it writes a pipe to the ProxyJump mux client and the bytes reach the raspi's sshd over the agent's loopback connection. A gap of about 40 ms is what one Linux delayed ACK costs a small write held back by Nagle, which would explain it; this bench did not verify that. On a real network the relay path also pays the extra distance to the relay and back, which no delay emulation could add here (no sch_netem).`);
+  }
   return {
     id: "connect",
     title: "Connect: ssh raspi true",

@@ -34,6 +34,21 @@ export async function containerPss(container: string): Promise<{ kib: number; pr
   return { kib, processes: pids.length };
 }
 
+/** PSS (KiB) per kind of process (name and user, as in the CPU profile) and how many of each. */
+export async function containerPssBy(container: string): Promise<Map<string, { kib: number; count: number }>> {
+  const out = new Map<string, { kib: number; count: number }>();
+  for (const pid of await containerPids(container)) {
+    const m = /^Pss:\s+(\d+) kB/m.exec(await readOr(`/proc/${pid}/smaps_rollup`));
+    const d = await describe(pid);
+    if (!m || !d) continue;
+    const e = out.get(d.name) ?? { kib: 0, count: 0 };
+    e.kib += Number(m[1]);
+    e.count += 1;
+    out.set(d.name, e);
+  }
+  return out;
+}
+
 /** The container's pid limit, current count, peak (when the kernel keeps one) and refused forks. */
 export async function containerPidStats(container: string): Promise<{ max: string; current: number; peak?: number; refused: number }> {
   const dir = await cgroupDir(container, "pids");

@@ -67,7 +67,7 @@ export function plan(argv: readonly string[]): Plan & { out?: string; merge?: st
     cuts: quick ? 1 : 2,
     cutSeconds: 20,
     stormRuns: 1,
-    enrollRuns: 1,
+    enrollRuns: quick ? 1 : 2,
   };
 }
 

@@ -9,7 +9,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { RELAY_CONTAINER_PORT } from "../infra/relayContainer.ts";
 import { docker, exec, inspect } from "../test/bed/index.ts";
 import { connectCommands, parseTimings, timingScript } from "./connect.ts";
-import { containerMemoryBytes, containerPidStats, containerPss } from "./procs.ts";
+import { containerMemoryBytes, containerPidStats, containerPss, containerPssBy } from "./procs.ts";
 import type { Row, Section } from "./results.ts";
 import type { World } from "./world.ts";
 
@@ -81,6 +81,7 @@ export async function benchScale(w: World, o: { tunnels: number; connectRounds: 
   // Idle relay: memory and the laptop's connect time (cold through the relay, and direct).
   const relayPid = Number(await inspect(w.relay, "{{.State.Pid}}"));
   const idlePss = await containerPss(w.relay);
+  const idleBy = await containerPssBy(w.relay);
   const idleMem = await containerMemoryBytes(w.relay);
   const cmds = connectCommands(w);
   const conn = async () => {
@@ -109,6 +110,7 @@ export async function benchScale(w: World, o: { tunnels: number; connectRounds: 
   if (up < n) findings.push(`Only ${up} of ${n} tunnels came up within ${(rampLimit / 1000).toFixed(0)} s of starting the farm.`);
   await sleep(5000); // let the last sessions settle before measuring memory
   const loadPss = await containerPss(w.relay);
+  const loadBy = await containerPssBy(w.relay);
   const loadMem = await containerMemoryBytes(w.relay);
   const pidsLoaded = await containerPidStats(w.relay);
   const loadConnect = await conn();
@@ -141,6 +143,11 @@ export async function benchScale(w: World, o: { tunnels: number; connectRounds: 
   await docker(["rm", "-f", farm], { check: false });
 
   const perTunnelKiB = (loadPss.kib - idlePss.kib) / n;
+  const byKind = [...loadBy]
+    .map(([name, e]) => ({ name, count: e.count - (idleBy.get(name)?.count ?? 0), kib: e.kib - (idleBy.get(name)?.kib ?? 0) }))
+    .filter((e) => e.count > 0 || e.kib > 1024)
+    .sort((a, b) => b.kib - a.kib);
+  findings.push(`Where the relay's memory goes with ${up} tunnels (PSS added over idle, by process): ${byKind.map((e) => `${e.name}: +${e.count} processes, +${(e.kib / 1024).toFixed(1)} MiB (${(e.kib / Math.max(1, e.count)).toFixed(0)} KiB each)`).join("; ")}. OpenSSH keeps two processes per authenticated connection (the root monitor and the unprivileged session process); that, not the forwarding, is the cost per tunnel.`);
   const rows: Row[] = [
     {
       name: `relay memory with ${n} tunnels up (PSS summed over the relay container's ${loadPss.processes} processes)`, unit: "MiB", values: [mib(loadPss.kib)],
