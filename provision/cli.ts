@@ -1,14 +1,28 @@
 // The operator's CLI: `npm run enroll-device -- raspi --host 192.168.1.23 --user pi`,
-// `npm run list`. The parser only declares; commands are the exported functions of their
+// `npm run status`, `npm run add-client`, `revoke-device`, `remove-client`, `rotate-key`, `audit`. The parser only declares; commands are the exported functions of their
 // modules; this file is the one place that exits.
 import { pathToFileURL } from "node:url";
 import { Command, CommanderError, Option } from "commander";
 import { enrollDevice } from "./enroll.ts";
 import { ExitError, EXIT } from "./errors.ts";
-import { listRelay, renderList } from "./list.ts";
+import { auditRelay, renderAudit } from "./audit.ts";
+import { addClient, removeClient } from "./clients.ts";
+import { renderList, statusExitCode, statusRelay, summaryLine } from "./list.ts";
+import { revokeDevice } from "./revoke.ts";
+import { rotateKey } from "./rotate.ts";
 import { InputError } from "./validate.ts";
 
 const err = (line: string) => process.stderr.write(`${line}\n`);
+
+type Opts = Record<string, string | boolean | undefined>;
+const fleet = (o: Opts) => ({ relayFile: o.relay as string | undefined, identity: o.identity as string | undefined, sshDir: o.sshDir as string | undefined, log: err });
+
+/** A non-zero exit that was already explained on stdout/stderr (status: not every device online). */
+class Quiet extends Error {
+  constructor(readonly code: number) {
+    super(`exit ${code}`);
+  }
+}
 
 function common(cmd: Command): Command {
   return cmd
@@ -66,12 +80,88 @@ export function program(): Command {
     }
   });
 
-  common(p.command("list").alias("status").description("the relay's devices and clients: online, last seen")).action(
-    async (o: Record<string, string | boolean | undefined>) => {
-      const entries = await listRelay({ relayFile: o.relay as string | undefined, identity: o.identity as string | undefined, sshDir: o.sshDir as string | undefined });
-      process.stdout.write(o.json ? `${JSON.stringify(entries, null, 2)}\n` : renderList(entries));
-    },
-  );
+  common(
+    p
+      .command("list")
+      .alias("status")
+      .description("every device and client: state (online, offline, revoked), port, connected since, last seen, fingerprint; exit 0 only when every device is online (7 otherwise)"),
+  ).action(async (o: Opts) => {
+    const s = await statusRelay(fleet(o));
+    process.stdout.write(o.json ? `${JSON.stringify(s.entries, null, 2)}\n` : renderList(s.entries));
+    if (!o.json) err(summaryLine(s));
+    const code = statusExitCode(s);
+    if (code !== 0) throw new Quiet(code);
+  });
+
+  common(
+    p
+      .command("add-client")
+      .description("authorize another laptop: its key on the relay for the chosen devices and on those devices' accounts; writes (--out) or prints its ~/.ssh files")
+      .argument("<name>", "the laptop's name on the relay (a-z, 0-9, -)")
+      .requiredOption("--key <file>", "the laptop's public key (its id_ed25519.pub)")
+      .option("--devices <names>", "comma-separated devices it may reach (replaces its earlier list)")
+      .option("--all", "every device, now and later")
+      .option("--out <dir>", "write that laptop's ~/.ssh files into DIR (config, config.d/rtunnel, known_hosts.rtunnel) instead of printing them")
+      .option("--no-device-keys", "leave the devices' authorized_keys alone (the laptop's key is already there)"),
+  ).action(async (name: string, o: Opts) => {
+    if (Boolean(o.all) === Boolean(o.devices)) throw new ExitError(EXIT.usage, "give either --devices a,b or --all");
+    const r = await addClient({ ...fleet(o), name, key: o.key as string, devices: o.all ? "all" : String(o.devices).split(","), out: o.out as string | undefined, skipDeviceKeys: o.deviceKeys === false });
+    if (o.json) process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+    else if (r.written.length) err(`wrote ${r.written.join(", ")}: copy them into ${name}'s ~/.ssh, then \`ssh ${r.devices[0] ?? "DEVICE"}\` works there`);
+    else {
+      for (const [file, text] of Object.entries(r.files)) process.stdout.write(`# ---- ~/.ssh/${file} ----\n${text}`);
+      err(`${name} may reach ${r.devices.join(", ")}: install the files above in its ~/.ssh (an existing ~/.ssh/config only needs the Include line at its top)`);
+    }
+  });
+
+  common(
+    p
+      .command("remove-client")
+      .description("cut a laptop off at once: its relay key removed, its live sessions ended, its key taken off the devices it was granted")
+      .argument("<name>", "the laptop's name on the relay")
+      .option("--no-device-keys", "leave the devices' authorized_keys alone"),
+  ).action(async (name: string, o: Opts) => {
+    const r = await removeClient({ ...fleet(o), name, skipDeviceKeys: o.deviceKeys === false });
+    if (o.json) process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+    else err(`removed client ${name}${r.deauthorizedOn.length ? `; its key is off ${r.deauthorizedOn.join(", ")}` : ""}`);
+  });
+
+  common(
+    p
+      .command("revoke-device")
+      .description("revoke a device at once: its relay key removed and sessions ended; its key deleted and agent stopped when it is reachable; its Host block and pinned key removed here")
+      .argument("<name>", "the device")
+      .option("--skip-device", "don't try to reach the device (lost or stolen)"),
+  ).action(async (name: string, o: Opts) => {
+    const r = await revokeDevice({ ...fleet(o), name, skipDevice: Boolean(o.skipDevice) });
+    if (o.json) process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+    else err(`revoked ${name}${r.deviceCleaned ? " (device key deleted, agent stopped)" : " (the device itself was not cleaned: see the warning)"}`);
+  });
+
+  common(
+    p
+      .command("rotate-key")
+      .description("a new device key made on the device, registered on the relay (same port), the old one revoked; the device is away for about one reconnect")
+      .argument("<name>", "the device")
+      .addOption(new Option("--timeout <seconds>", "how long to wait for the device to come back").default("60")),
+  ).action(async (name: string, o: Opts) => {
+    const r = await rotateKey({ ...fleet(o), name, timeout: o.timeout as string });
+    if (o.json) process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+    else err(`rotated ${name}: ${r.oldFingerprint} → ${r.newFingerprint}, back after ${(r.backAfterMs / 1000).toFixed(1)} s`);
+  });
+
+  common(
+    p
+      .command("audit")
+      .description("who connected to which device when, and every registry change, from the relay's records, with names")
+      .option("--since <time>", "only events at or after this ISO time (2026-05-01 or 2026-05-01T10:00:00Z)")
+      .option("--name <name>", "only events about this device or client"),
+  ).action(async (o: Opts) => {
+    const since = o.since as string | undefined;
+    if (since !== undefined && !/^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2})?Z?)?$/.test(since)) throw new ExitError(EXIT.usage, `--since must be an ISO date or time like 2026-05-01T10:00:00Z (got ${JSON.stringify(since)})`);
+    const rows = await auditRelay({ ...fleet(o), since, name: o.name as string | undefined });
+    process.stdout.write(o.json ? `${JSON.stringify(rows, null, 2)}\n` : renderAudit(rows));
+  });
   return p;
 }
 
@@ -81,6 +171,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     return 0;
   } catch (e) {
     if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : EXIT.usage; // commander printed it
+    if (e instanceof Quiet) return e.code;
     if (e instanceof ExitError) {
       err(`rtunnel: ${e.message}`);
       return e.code;

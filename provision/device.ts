@@ -68,6 +68,16 @@ export class Device {
     return r;
   }
 
+  /** Root for later `run(..., { root: true })`: nothing when we are root, else `sudo -n` (it must not ask). */
+  async detectSudo(): Promise<void> {
+    const id = await this.run("id -u");
+    if (id.stdout.trim() === "0") return;
+    if ((await this.run("sudo -n true", { check: false })).code !== 0) {
+      throw new ExitError(EXIT.device, `sudo on the device ${this.name} asks for a password: allow it without one, as enrollment requires`);
+    }
+    this.sudo = "sudo -n ";
+  }
+
   /** Read-only checks: account, sudo, Docker, architecture, an existing device key. */
   async preflight(o: { installDocker: boolean }): Promise<Preflight> {
     const id = await this.run("id -un; id -u; uname -m");

@@ -12,6 +12,8 @@ export const EXIT = {
   device: 5,
   /** the tunnel did not come up in time */
   timeout: 6,
+  /** `status`: not every device is online (for cron and monitoring) */
+  offline: 7,
 } as const;
 
 export class ExitError extends Error {

@@ -19,6 +19,28 @@ export interface RelayEntry {
   all?: boolean;
 }
 
+/** One line of the relay's `audit`: a registry change or a connection the key lookup saw. */
+export interface AuditEvent {
+  time: string;
+  type: "change" | "connection" | string;
+  /** changes: add-device, add-client, remove */
+  verb?: string;
+  name?: string;
+  kind?: string;
+  port?: number;
+  fingerprint?: string;
+  replaced?: string;
+  devices?: string[];
+  all?: boolean;
+  /** changes: the admin connection's source address */
+  from?: string;
+  /** connections: tunnel (a device) or jump (a laptop) */
+  account?: string;
+  /** connections: the registry's name for the key then, "device:NAME:PORT" / "client:NAME", or null (refused) */
+  key?: string | null;
+  pid?: number;
+}
+
 export class RelayAdmin {
   private constructor(
     private readonly ssh: NodeSSH,
@@ -47,7 +69,18 @@ export class RelayAdmin {
 
   /** Runs one admin command; its JSON answer, or an ExitError with the relay's own line. */
   async call<T>(argv: readonly string[], stdin?: string): Promise<T> {
-    const r = await this.ssh.execCommand(argv.join(" "), { stdin });
+    // The admin account allows one session at a time (MaxSessions 1), and the server may not
+    // have freed the previous command's channel yet when the next one opens: retry briefly.
+    let r;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        r = await this.ssh.execCommand(argv.join(" "), { stdin });
+        break;
+      } catch (e) {
+        if (attempt >= 5 || !/open failure|open failed/i.test((e as Error).message)) throw e;
+        await new Promise((res) => setTimeout(res, 100 * attempt));
+      }
+    }
     if (r.code !== 0) {
       const line = r.stderr.trim().split("\n").pop() || `exit ${r.code}`;
       throw new ExitError(EXIT.relay, `the relay refused ${argv[0]}: ${line}`);
@@ -63,8 +96,16 @@ export class RelayAdmin {
     return this.call<RelayEntry[]>(["list"]);
   }
 
-  addDevice(name: string, keyLine: string): Promise<{ name: string; port: number; fingerprint: string }> {
-    return this.call(["add-device", name], `${keyLine}\n`);
+  addDevice(name: string, keyLine: string, o: { replace?: boolean } = {}): Promise<{ name: string; port: number; fingerprint: string }> {
+    return this.call(["add-device", name, ...(o.replace ? ["--replace"] : [])], `${keyLine}\n`);
+  }
+
+  remove(name: string): Promise<{ removed: string }> {
+    return this.call(["remove", name]);
+  }
+
+  audit(limit = 100000): Promise<AuditEvent[]> {
+    return this.call<AuditEvent[]>(["audit", "--limit", String(Math.min(limit, 999999))]);
   }
 
   addClient(name: string, keyLine: string, devices: readonly string[]): Promise<{ name: string; devices: string[] }> {

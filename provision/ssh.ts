@@ -29,6 +29,8 @@ export interface PinnedTarget {
   onMismatch: (key: PublicKey) => ExitError;
   /** what to tell the user when authentication fails */
   onAuthFailed: () => ExitError;
+  /** an already open stream to the server (a channel forwarded through the relay) */
+  sock?: NodeJS.ReadableStream;
 }
 
 export interface Pinned {
@@ -60,6 +62,7 @@ export async function connectPinned(target: PinnedTarget, creds: Credentials): P
     await ssh.connect({
       host: target.host,
       port: target.port,
+      ...(target.sock ? { sock: target.sock as never } : {}),
       username: target.username,
       privateKey,
       agent: creds.agent,
