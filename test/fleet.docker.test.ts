@@ -67,7 +67,7 @@ test.before(async () => {
   await ensureDocker();
   const [relayImage, agentImage, deviceImage, hostImage] = await Promise.all([buildImage("rtunneld"), buildImage("rtunnel"), buildImage("device"), buildImage("host")]);
   const scope = new Scope("fleet");
-  const net = await createFleetNet(scope, hostImage);
+  const net = await createFleetNet(scope);
   const tmp = await mkdtemp(path.join(os.tmpdir(), "rtunnel-fleet-"));
   const home = path.join(tmp, "home");
   await mkdir(path.join(home, ".ssh"), { recursive: true, mode: 0o700 });

@@ -2,6 +2,7 @@
 // and `office`; home and office each behind a router container that masquerades what leaves
 // for `internet`; the device and the laptop use their router as default route. (`--internal`
 // networks would drop the frames forwarded to a router on these machines.)
+import { randomInt } from "node:crypto";
 import { docker } from "./docker.ts";
 import { buildImage } from "./images.ts";
 import type { Scope } from "./scope.ts";
@@ -21,6 +22,11 @@ export interface Topology {
   office: Site;
   /** Address of a container on one of the topology's networks. */
   ip(container: string, network: string): Promise<string>;
+  /**
+   * An address on `internet` that no container takes unless asked (`--ip`), for a container
+   * that must keep its address when replaced, as an Elastic IP does. Only with `fixedInternetSubnet`.
+   */
+  reservedInternetIp?: string;
   /** Starts a container on a site's network, routed through its router (needs NET_ADMIN). */
   attach(site: Site, name: string, runArgs: readonly string[]): Promise<string>;
 }
@@ -48,9 +54,27 @@ async function createRouter(scope: Scope, site: string, internet: string, hostIm
   return { network, router, routerLanIp, routerWanIp };
 }
 
-export async function createNatTopology(scope: Scope): Promise<Topology> {
+export interface TopologyOptions {
+  /** Give `internet` a /24 of our choosing, so `reservedInternetIp` can be handed out. */
+  fixedInternetSubnet?: boolean;
+}
+
+/** `internet` on a free random 10.x.y.0/24 (Docker refuses overlapping subnets: try another). */
+async function fixedSubnetNetwork(scope: Scope): Promise<{ name: string; prefix: string }> {
+  for (let i = 0; i < 20; i++) {
+    const prefix = `10.${randomInt(200, 250)}.${randomInt(0, 255)}`;
+    const name = scope.name(`internet${i}`);
+    const r = await docker(["network", "create", ...scope.flags, "--subnet", `${prefix}.0/24`, "--ip-range", `${prefix}.0/25`, name], { check: false });
+    if (r.code === 0) return { name, prefix };
+    if (!/overlap/i.test(r.stderr)) throw new Error(r.stderr);
+  }
+  throw new Error("no free 10.x.y.0/24 subnet for the internet network");
+}
+
+export async function createNatTopology(scope: Scope, opts: TopologyOptions = {}): Promise<Topology> {
   const hostImage = await buildImage("host");
-  const internet = await scope.network("internet");
+  const fixed = opts.fixedInternetSubnet ? await fixedSubnetNetwork(scope) : undefined;
+  const internet = fixed?.name ?? (await scope.network("internet"));
   const [home, office] = await Promise.all([
     createRouter(scope, "home", internet, hostImage),
     createRouter(scope, "office", internet, hostImage),
@@ -59,6 +83,8 @@ export async function createNatTopology(scope: Scope): Promise<Topology> {
     internet,
     home,
     office,
+    // Outside the --ip-range Docker allocates from, so no other container can take it.
+    reservedInternetIp: fixed && `${fixed.prefix}.200`,
     ip: (container, network) => scope.ip(container, network),
     async attach(site, name, runArgs) {
       const container = await scope.run(["--name", name, "--network", site.network, "--cap-add", "NET_ADMIN", ...runArgs]);
