@@ -7,7 +7,7 @@ export { BASE_IMAGE, ensureBaseImage } from "./baseImage.ts";
 export { docker, exec, inspect, run, CommandError, type RunResult, type RunOptions } from "./docker.ts";
 export { ensureCommand, ensureEngine } from "./engine.ts";
 export { buildImage, imageTag, type ProjectImage } from "./images.ts";
-export { Scope, useScope, sweepAll } from "./scope.ts";
+export { Scope, leftovers, useScope, sweepAll } from "./scope.ts";
 export { createNatTopology, type Site, type Topology } from "./topology.ts";
 export { repoRoot, cacheDir } from "./paths.ts";
 export { waitFor } from "./poll.ts";

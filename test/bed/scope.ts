@@ -114,11 +114,8 @@ export function useScope(t: ExecutionContext): Scope {
   return scope;
 }
 
-/**
- * Removes what test runs left behind: resources labelled rtunnel.test whose owning process
- * is gone (a run in progress elsewhere on this machine keeps its own), or all with `all`.
- */
-export async function sweepAll({ all = false } = {}): Promise<number> {
+/** Resources labelled rtunnel.test whose owning process is gone (or all of them, with `all`). */
+export async function leftovers({ all = false } = {}): Promise<{ containers: string[]; networks: string[]; volumes: string[] }> {
   const list = async (kind: string[], id: string) => {
     const format = `{{${id}}} {{.Label "${PID_LABEL}"}}`;
     const out = await docker([...kind, "--filter", `label=${TEST_LABEL}`, "--format", format], { check: false });
@@ -129,11 +126,21 @@ export async function sweepAll({ all = false } = {}): Promise<number> {
       .filter(([, pid]) => all || !alive(Number(pid)))
       .map(([ref]) => ref!);
   };
-  const containers = await list(["ps", "-a"], ".ID");
+  return {
+    containers: await list(["ps", "-a"], ".ID"),
+    networks: await list(["network", "ls"], ".ID"),
+    volumes: await list(["volume", "ls"], ".Name"),
+  };
+}
+
+/**
+ * Removes what test runs left behind: resources whose owning process is gone (a run in
+ * progress elsewhere on this machine keeps its own), or all with `all`.
+ */
+export async function sweepAll({ all = false } = {}): Promise<number> {
+  const { containers, networks, volumes } = await leftovers({ all });
   if (containers.length) await docker(["rm", "-f", "-v", ...containers], { check: false });
-  const networks = await list(["network", "ls"], ".ID");
   if (networks.length) await docker(["network", "rm", ...networks], { check: false });
-  const volumes = await list(["volume", "ls"], ".Name");
   if (volumes.length) await docker(["volume", "rm", "-f", ...volumes], { check: false });
   return containers.length + networks.length + volumes.length;
 }
