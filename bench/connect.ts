@@ -2,7 +2,8 @@
 // (ControlMaster/ControlPersist, as provision/sshConfig.ts renders it when multiplexing is on),
 // against `ssh` straight to the same sshd. Timed inside the laptop container (no docker exec in
 // the figure), the three kinds interleaved in every round, the order rotated round to round.
-import type { Row, Section } from "./results.ts";
+import { containerCpuSeconds } from "./procs.ts";
+import type { Profile, Row, Section } from "./results.ts";
 import { RELAY_ALIAS_MUX_CONFIG, type World } from "./world.ts";
 
 export const KINDS = ["direct", "cold", "reused", "hop"] as const;
@@ -69,12 +70,33 @@ export function connectRows(t: Record<string, number[]>, label = ""): Row[] {
   ];
 }
 
+/** CPU per connect and per container (which hop pays), over `n` connects of one kind in a row. */
+async function cpuPerConnect(w: World, kind: string, command: string, n: number): Promise<Profile> {
+  const parties: Record<string, string> = { laptop: w.laptop, relay: w.relay, raspi: w.raspi, "agent (raspi)": w.agent };
+  const before = await Promise.all(Object.values(parties).map((c) => containerCpuSeconds(c)));
+  const t0 = performance.now();
+  const r = await w.onLaptop(`for i in $(seq ${n}); do ${command} >/dev/null || exit 1; done`);
+  const wall = (performance.now() - t0) / 1000;
+  if (r.code !== 0) throw new Error(`${kind} connects failed: ${r.stderr.trim()}`);
+  const after = await Promise.all(Object.values(parties).map((c) => containerCpuSeconds(c)));
+  return {
+    label: `${n} ${kind} connects in a row, per connect (all processes of each container, cpuacct; wall per connect)`,
+    wallSeconds: wall / n,
+    lines: Object.keys(parties).map((name, i) => ({ container: name, process: "all", cpuSeconds: (after[i]! - before[i]!) / n })),
+  };
+}
+
 export async function benchConnect(w: World, rounds: number): Promise<Section> {
   const t = await measureConnect(w, rounds);
+  const cmds = connectCommands(w);
+  const profiles = [await cpuPerConnect(w, "cold", cmds.cold!, 10), await cpuPerConnect(w, "direct", cmds.direct!, 10), await cpuPerConnect(w, "reused", cmds.reused!, 10)];
   const rows = connectRows(t);
   const med = (xs: number[] = []) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
   const findings: string[] = [];
   const direct = med(t.direct), cold = med(t.cold), reused = med(t.reused), hop = med(t.hop);
+  const cpuOf = (p: Profile | undefined, c: string) => ((p?.lines.find((l) => l.container === c)?.cpuSeconds ?? NaN) * 1000).toFixed(0);
+  const [pc, pd] = profiles;
+  findings.push(`CPU per connect (profiles below): cold, laptop ${cpuOf(pc, "laptop")} ms + relay ${cpuOf(pc, "relay")} ms + raspi ${cpuOf(pc, "raspi")} ms + agent ${cpuOf(pc, "agent (raspi)")} ms; direct, laptop ${cpuOf(pd, "laptop")} ms + raspi ${cpuOf(pd, "raspi")} ms. The relay hop costs a second ssh process on the laptop and a full sshd connection (privileged monitor, unprivileged child, key lookup) on the relay.`);
   if (cold / direct > 1.5) {
     findings.push(
       `Cold misses because it is two complete SSH connections in series: the relay hop alone (TCP, key exchange, publickey auth of jump, the -W channel, the raspi's banner) takes ${hop.toFixed(0)} ms median, and the end-to-end connection to the raspi's sshd then costs about what direct does (${direct.toFixed(0)} ms); cold ${cold.toFixed(0)} ms is close to their sum. On this machine the cost is CPU (both key exchanges use mlkem768x25519 on 2 shared cores), on a real network it is also round trips: the relay hop adds its own TCP + KEX + auth round trips before the inner handshake can start.`,
@@ -94,9 +116,11 @@ export async function benchConnect(w: World, rounds: number): Promise<Section> {
       `${rounds} rounds; each round runs direct, cold, reused and hop once, the order rotated round to round; one discarded warm-up of each path first. Timed inside the laptop container with \`date +%s%N\` around the ssh command (the process start of ssh included; docker exec is not).`,
       "Through the relay: laptop (office NAT) → office router → `internet` bridge → relay sshd (account jump, ProxyJump `-W 127.0.0.1:PORT`) → the device agent's reverse tunnel → home router → raspi sshd. The laptop's ~/.ssh is what provision/sshConfig.ts renders (`renderConfig`, `renderKnownHosts`, `ensureInclude`), host keys pinned, StrictHostKeyChecking yes.",
       "Reused: the same rendered config with `multiplex` (ControlMaster auto, ControlPath ~/.ssh/rtunnel-%C, ControlPersist 10m) on the relay hop; a master was up (`ssh -O check` said so) before the timed runs.",
+      "Profiles: 10 connects of one kind in a row, CPU time of each container (its cgroup's cpuacct, so short-lived ssh processes count) divided by 10: which hop pays for a connect.",
       "Direct baseline: the same laptop container, key, known_hosts pin (HostKeyAlias) and raspi sshd, over a second interface the laptop has on the home LAN (bench only; its default route stays the office router): laptop → home bridge → raspi:22. What a user at home gets with plain ssh; no relay, no NAT.",
     ],
     rows,
+    profiles,
     findings,
   };
 }

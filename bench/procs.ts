@@ -62,6 +62,15 @@ export async function containerPidStats(container: string): Promise<{ max: strin
   };
 }
 
+/** CPU time (seconds) the container's processes have used so far, reaped children included (cpuacct). */
+export async function containerCpuSeconds(container: string): Promise<number> {
+  const dir = await cgroupDir(container, "cpuacct");
+  const v1 = (await readOr(`${dir}/cpuacct.usage`)).trim();
+  if (v1) return Number(v1) / 1e9;
+  const usec = /usage_usec (\d+)/.exec(await readOr(`${dir}/cpu.stat`))?.[1];
+  return Number(usec ?? NaN) / 1e6;
+}
+
 /** The container's memory cgroup usage in bytes (includes its tmpfs and page cache). */
 export async function containerMemoryBytes(container: string): Promise<number> {
   const dir = await cgroupDir(container, "memory");

@@ -143,7 +143,7 @@ async function main(): Promise<void> {
     await scope.dispose();
     await w?.dispose();
   }
-  notes.push(`Load average at the end: ${load()}. Other engineers' test runs shared this machine during the run; the interleaved baselines are what keep the ratios honest.`);
+  notes.push(`Load average at the end: ${load()} (the scale section's own simulated devices, a thousand processes, count in it). Other engineers' test runs shared this machine during the run; the interleaved baselines are what keep the ratios honest.`);
 
   const full = !p.quick && p.only.length === SECTIONS.length;
   const outDir = p.out ? path.resolve(p.out) : full || p.merge ? path.join(repoRoot, "bench") : path.join(repoRoot, "bench", "out");
@@ -160,7 +160,7 @@ async function main(): Promise<void> {
       ...results,
       command: `${old.command}, then ${command}`,
       durationSeconds: old.durationSeconds + results.durationSeconds,
-      notes: [...old.notes.map((n) => `(first run) ${n}`), ...notes.map((n) => `(${[...ids].join(", ")} re-run on ${results.date}) ${n}`)],
+      notes: [...old.notes.map((n) => (n.startsWith("(") ? n : `(${old.date}) ${n}`)), ...notes.map((n) => `(${[...ids].join(", ")} re-run on ${results.date}) ${n}`)],
       sections: merged,
       quick: old.quick || p.quick,
     };
