@@ -158,6 +158,11 @@ export async function benchScale(w: World, o: { tunnels: number; connectRounds: 
   const idleDirect = [...(idleConnect.direct ?? []), ...(idleAfter.direct ?? [])];
 
   const perTunnelKiB = (loadPss.kib - idlePss.kib) / n;
+  const cgroupMiB = loadMem / 2 ** 20;
+  const limitMiB = (2048 * n) / 1000;
+  if (cgroupMiB > limitMiB) {
+    findings.push(`PSS meets the memory goal, but the kernel's own accounting of the relay container (memory cgroup usage: process memory plus kernel memory such as socket buffers, page tables and kernel stacks, plus the /run tmpfs) is ${cgroupMiB.toFixed(0)} MiB, ${(((cgroupMiB - limitMiB) / limitMiB) * 100).toFixed(0)}% over ${limitMiB.toFixed(0)} MiB: size the instance by this figure, not by PSS.`);
+  }
   const fit = (mibRam: number) => Math.floor((mibRam * 1024 - idlePss.kib) / perTunnelKiB);
   findings.push(`At ${perTunnelKiB.toFixed(0)} KiB of PSS per tunnel, the infra's default instance type t4g.nano (512 MiB, shared with the OS and dockerd) holds at most about ${fit(512)} tunnels even if the relay had all of it; 1000 tunnels need a 2 GiB instance (t4g.small: room for about ${fit(2048)}), or a relay that does not spend two OpenSSH processes per connection.`);
   const byKind = [...loadBy]
