@@ -93,14 +93,17 @@ export async function benchConnect(w: World, rounds: number): Promise<Section> {
   const rows = connectRows(t);
   const med = (xs: number[] = []) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
   const findings: string[] = [];
-  const direct = med(t.direct), cold = med(t.cold), reused = med(t.reused), hop = med(t.hop);
+  const direct = med(t.direct), reused = med(t.reused), hop = med(t.hop);
   const cpuOf = (p: Profile | undefined, c: string) => ((p?.lines.find((l) => l.container === c)?.cpuSeconds ?? NaN) * 1000).toFixed(0);
   const [pc, pd] = profiles;
   findings.push(`CPU per connect (profiles below): cold, laptop ${cpuOf(pc, "laptop")} ms + relay ${cpuOf(pc, "relay")} ms + raspi ${cpuOf(pc, "raspi")} ms + agent ${cpuOf(pc, "agent (raspi)")} ms; direct, laptop ${cpuOf(pd, "laptop")} ms + raspi ${cpuOf(pd, "raspi")} ms. The relay hop costs a second ssh process on the laptop and a full sshd connection (privileged monitor, unprivileged child, key lookup) on the relay.`);
   const coldRatios = (t.cold ?? []).map((c, i) => c / (t.direct?.[i] ?? NaN));
-  const verdict = cold / direct > 1.5
-    ? `Cold misses the 1.5x goal (${(cold / direct).toFixed(2)}x)`
-    : `Cold meets the 1.5x goal with little margin (${(cold / direct).toFixed(2)}x; single rounds ${Math.min(...coldRatios).toFixed(2)}x-${Math.max(...coldRatios).toFixed(2)}x, so a busier machine tips it over)`;
+  const coldRatio = med(coldRatios);
+  const verdict = coldRatio > 1.5
+    ? `Cold misses the 1.5x goal (${coldRatio.toFixed(2)}x)`
+    : coldRatio > 1.35
+      ? `Cold meets the 1.5x goal with little margin (${coldRatio.toFixed(2)}x; single rounds ${Math.min(...coldRatios).toFixed(2)}x-${Math.max(...coldRatios).toFixed(2)}x, so a busier machine tips it over)`
+      : `Cold meets the 1.5x goal (${coldRatio.toFixed(2)}x)`;
   findings.push(
     `${verdict} because it is two complete SSH connections in series: the relay hop alone (TCP, key exchange, publickey auth of jump, the -W channel, the raspi's banner) takes ${hop.toFixed(0)} ms median, and the end-to-end connection to the raspi's sshd then costs about what direct does (${direct.toFixed(0)} ms). On this machine the cost is CPU (both key exchanges use mlkem768x25519 on 2 shared cores); on a real network it is also round trips: the relay hop adds its own TCP + KEX + auth round trips before the inner handshake can start.`,
     `The change that makes every connection after the first one cheaper than direct here: render the relay hop with ControlMaster auto / ControlPersist (provision/sshConfig.ts already supports \`multiplex\`; provision/laptop.ts planLaptop does not pass it yet, so enrolled laptops do not get it today). With the hop reused, \`ssh raspi\` measured ${reused.toFixed(0)} ms, ${(reused / direct).toFixed(2)}x direct. A first (cold) connection cannot drop far below 1.5x with two sequential handshakes; a cheaper relay-hop KEX (curve25519-sha256 only, for the jump account) would trim CPU but not the round trips.`,
