@@ -50,7 +50,7 @@ test("[docker] admin verbs: add-device, add-client, list, remove and host-key do
   t.true(online.online);
   t.regex(online.connectedSince ?? "", /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
 
-  t.deepEqual(await r.adminJson(["remove", "nas"]), { removed: "nas" });
+  t.deepEqual(await r.adminJson(["remove", "nas"]), { removed: "nas", sessionsEnded: true });
   const gone = await r.admin(["remove", "nas"]);
   t.is(gone.code, 3);
   t.regex(gone.stderr, /no device or client named nas/);

@@ -47,6 +47,14 @@ export interface Relay {
   tunnel(key: string, port: number): Promise<void>;
   /** Starts a new relay container on the same volume (the old one must be gone). */
   restart(): Promise<void>;
+  /** Runs one more relay container (its own name and volume, same keys), detached, without waiting for it. */
+  runVariant(opts: { portRange?: string }): Promise<string>;
+  /** `ssh -N -L 127.0.0.1:localPort:127.0.0.1:port jump@relay` held in the client; resolves when it listens. */
+  holdForward(key: string, localPort: number, port: number): Promise<void>;
+  /** What the client reads through 127.0.0.1:localPort (the first bytes; "" when nothing). */
+  readThrough(localPort: number): Promise<string>;
+  /** Whether the held `-L localPort` ssh process is still running in the client. */
+  holding(localPort: number): Promise<boolean>;
 }
 
 const SSH_OPTS = [
@@ -127,6 +135,26 @@ export async function startRelay(scope: Scope, { clientFlags = [] as string[], m
     },
     async restart() {
       await startContainer();
+    },
+    async runVariant({ portRange }) {
+      const name = scope.name("relayvariant");
+      await docker(relayRunArgs({
+        image, containerName: name, publish: "127.0.0.1:", hostKeyFile, adminKeysFile, stateVolume: await scope.volume("variantstate"),
+        portRange, detach: true, extraFlags: [...scope.flags, "--network", network],
+      }));
+      return name;
+    },
+    async holdForward(key, localPort, port) {
+      await docker(["exec", "-d", client, ...sshArgv(container, key, "jump", [
+        "-N", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=5", "-L", `127.0.0.1:${localPort}:127.0.0.1:${port}`,
+      ])]);
+      await waitFor(`the forward ${localPort} of ${key}`, async () => (await exec(client, ["nc", "-z", "127.0.0.1", String(localPort)], { check: false })).code === 0, { tries: 40, intervalMs: 250 });
+    },
+    async readThrough(localPort) {
+      return (await exec(client, ["sh", "-c", `nc -w 3 127.0.0.1 ${localPort} </dev/null | head -c 7`], { check: false, timeoutMs: 20_000 })).stdout;
+    },
+    async holding(localPort) {
+      return (await exec(client, ["pgrep", "-f", "--", `-L 127.0.0.1:${localPort}:`], { check: false })).stdout.trim() !== "";
     },
   };
   return relay;
