@@ -12,6 +12,7 @@ import { buildImage, exec, repoRoot, run, waitFor } from "../test/bed/index.ts";
 import { DEVICE_RUN_FLAGS } from "../test/provision/deviceFixture.ts";
 import type { Row, Section } from "./results.ts";
 import type { World } from "./world.ts";
+import { median } from "./stats.ts";
 
 /** A step label with its device port taken out, so runs line up ("relay: device port N"). */
 export function stepName(label: string): string {
@@ -85,7 +86,8 @@ export async function benchEnroll(w: World, o: { runs: number; log: (l: string) 
   for (const [label, values] of steps) {
     rows.push({ name: `step: ${label}`, unit: "s", values, ...(/image on the device/.test(label) ? { baseline: { name: "image by hand", values: raw } } : {}) });
   }
-  const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
+  // the same median as the tables (stats.ts), NaN when there is nothing
+  const med = (xs: readonly number[] = []) => (xs.length ? median(xs) : NaN);
   const findings: string[] = [];
   const slowest = [...steps].sort((a, b) => med(b[1]) - med(a[1]))[0];
   if (med(totals) > 30) {

@@ -8,6 +8,7 @@ import { docker, exec } from "../test/bed/index.ts";
 import { RELAY_CONTAINER_PORT } from "../infra/relayContainer.ts";
 import type { Row, Section } from "./results.ts";
 import type { World } from "./world.ts";
+import { median } from "./stats.ts";
 
 const STABLE_MS = 11_000; // the agent resets its backoff once a session was up 10 s
 
@@ -122,7 +123,8 @@ export async function benchRecovery(w: World, o: { restarts: number; cuts: numbe
       goal: { text: "20 s or less", on: "value", kind: "max", limit: 20_000 },
     });
   }
-  const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
+  // the same median as the tables (stats.ts), NaN when there is nothing
+  const med = (xs: readonly number[] = []) => (xs.length ? median(xs) : NaN);
   const findings: string[] = [];
   {
     const m = med(afterReturn);

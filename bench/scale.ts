@@ -12,6 +12,7 @@ import { connectCommands, parseTimings, timingScript } from "./connect.ts";
 import { containerMemoryBytes, containerPidStats, containerPss, containerPssBy } from "./procs.ts";
 import type { Row, Section } from "./results.ts";
 import type { World } from "./world.ts";
+import { median } from "./stats.ts";
 
 /** The simulated device: the agent's ssh options and backoff, in bash. */
 export function deviceScript(relayIp: string): string {
@@ -47,7 +48,8 @@ async function listening(relayPid: number, ports: ReadonlySet<number>): Promise<
   return n;
 }
 
-const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
+// the same median as the tables (stats.ts), NaN when there is nothing
+const med = (xs: readonly number[] = []) => (xs.length ? median(xs) : NaN);
 const mib = (kib: number) => kib / 1024;
 
 export async function benchScale(w: World, o: { tunnels: number; connectRounds: number; log: (l: string) => void }): Promise<Section> {
