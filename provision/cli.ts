@@ -49,7 +49,7 @@ export function program(): Command {
       .option("--user <user>", "the account on the device (passwordless sudo, or root)", "pi")
       .option("--accept-new", "first contact: trust the device's host key as it is now (the fingerprint is printed)")
       .option("--device-host-key <pin>", "the device's host key: SHA256:... fingerprint or public key line")
-      .option("--image <ref>", "the device agent image (built from images/rtunnel for the device's platform when missing)", "rtunnel/rtunnel:latest")
+      .option("--image <ref>", "the device agent image, used as it is (built only when missing); default: rtunnel/rtunnel:latest, built from images/rtunnel every time")
       .option("--install-docker", "install Docker from the device's own distribution packages when it is missing")
       .option("--client <name>", "this laptop's name on the relay (default: laptop-HOSTNAME)")
       .addOption(new Option("--timeout <seconds>", "how long to wait for the tunnel").default("60")),
@@ -65,7 +65,7 @@ export function program(): Command {
       relayFile: o.relay as string | undefined,
       acceptNew: Boolean(o.acceptNew),
       deviceHostKey: o.deviceHostKey as string | undefined,
-      image: o.image as string,
+      image: o.image as string | undefined,
       installDocker: Boolean(o.installDocker),
       client: o.client as string | undefined,
       timeout: o.timeout as string,

@@ -2,14 +2,17 @@
 // `-W` to the chosen devices' ports (add-client sets the grant list exactly: it replaces the
 // earlier one); its key is also added to (or removed from) each granted device account's
 // authorized_keys, through the tunnel, best effort with a warning per device that can't be
-// reached. add-client then writes that laptop's ~/.ssh (--out DIR) or prints it.
+// reached; narrowing the list takes the key off the devices that were dropped, the same way.
+// add-client then writes that laptop's ~/.ssh (--out DIR, checked writable before any change)
+// or prints it.
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { ExitError, EXIT } from "./errors.ts";
-import { checked, deviceThroughTunnel, laptopDevices, openFleet, withRelay, type Fleet, type FleetOptions } from "./fleet.ts";
-import { atomicWrite, laptopPaths } from "./laptop.ts";
+import { deviceThroughTunnel, laptopDevices, openFleet, withRelay, type Fleet, type FleetOptions } from "./fleet.ts";
+import { atomicWrite, checkWritable } from "./laptop.ts";
 import { sh } from "./proc.ts";
 import type { RelayEntry } from "./relay.ts";
+import { keyHeldElsewhere } from "./registry.ts";
 import {
   ensureInclude,
   hostKeyAlias,
@@ -40,10 +43,20 @@ export interface AddClientResult {
   devices: string[];
   /** device accounts that now accept the key; and those that could not be reached */
   authorizedOn: string[];
+  /** devices dropped from its earlier list whose accounts no longer accept the key */
+  deauthorizedOn: string[];
   warnings: string[];
   /** that laptop's files, relative to its ~/.ssh */
   files: Record<string, string>;
   written: string[];
+}
+
+/** That laptop's files, relative to its ~/.ssh (the keys of renderClientFiles). */
+export const CLIENT_FILES = ["config.d/rtunnel", "known_hosts.rtunnel", "config"] as const;
+
+/** Pure: the devices of an earlier grant that a new one drops. */
+export function droppedDevices(before: readonly string[], after: readonly string[]): string[] {
+  return before.filter((d) => !after.includes(d)).sort();
 }
 
 /** Pure: that laptop's three files (its own ~/.ssh, paths spelled with ~/). */
@@ -58,7 +71,7 @@ async function readKey(file: string): Promise<PublicKey> {
     throw new ExitError(EXIT.usage, `can't read --key ${file}: pass the laptop's public key file (id_ed25519.pub)`);
   });
   if (/PRIVATE KEY/.test(text)) throw new ExitError(EXIT.usage, `--key ${file} is a PRIVATE key: pass the .pub file, and never copy the private half anywhere`);
-  return checked(() => parsePublicKey(text.trim(), `--key ${file}`));
+  return parsePublicKey(text.trim(), `--key ${file}`);
 }
 
 /** Runs `fn` on each device through its tunnel; a device that can't be reached becomes a warning. */
@@ -84,12 +97,14 @@ async function onDevices(f: Fleet, entries: DeviceEntry[], what: string, fn: (d:
 }
 
 export async function addClient(o: AddClientOptions): Promise<AddClientResult> {
-  const name = checked(() => validateName(o.name, "client name"));
-  const wanted = o.devices === "all" ? "all" : [...new Set(o.devices.map((d) => checked(() => validateName(d, "each device in --devices"))))].sort();
+  const name = validateName(o.name, "client name");
+  const wanted = o.devices === "all" ? "all" : [...new Set(o.devices.map((d) => validateName(d, "each device in --devices")))].sort();
   if (wanted !== "all" && wanted.length === 0) throw new ExitError(EXIT.usage, "--devices needs at least one device name (or pass --all)");
   const key = await readKey(o.key);
   const f = await openFleet(o);
-  const outPaths = o.out ? laptopPaths({ sshDir: o.out, home: path.resolve(o.out) }) : undefined;
+  const outFiles = o.out ? CLIENT_FILES.map((rel) => ({ rel, file: path.join(path.resolve(o.out!), rel) })) : [];
+  // Before any change: --out must be a place the files can be written to.
+  for (const { file } of outFiles) await checkWritable(file);
   const mine = await laptopDevices(f.paths);
   const pinned = parseKnownHosts(await readFile(f.paths.knownHosts, "utf8").catch(() => ""));
 
@@ -101,7 +116,7 @@ export async function addClient(o: AddClientOptions): Promise<AddClientResult> {
     if (existing && existing.fingerprint !== key.fingerprint) {
       throw new ExitError(EXIT.relay, `client ${name} exists with another key (${existing.fingerprint}): remove-client ${name} first, or choose another name`);
     }
-    const other = registry.find((e) => e.fingerprint === key.fingerprint && e.name !== name);
+    const other = keyHeldElsewhere(registry, key.fingerprint, name);
     if (other) throw new ExitError(EXIT.relay, `this key is already registered as ${other.kind} ${other.name}: every laptop needs its own key`);
     const devices = wanted === "all" ? registry.filter((e) => e.kind === "device").map((e) => e.name).sort() : wanted;
     const missing = devices.filter((d) => byName.get(d)?.kind !== "device");
@@ -116,28 +131,46 @@ export async function addClient(o: AddClientOptions): Promise<AddClientResult> {
       entries.push({ ...local, port: (byName.get(d) as RelayEntry).port ?? local.port });
       hostKeys.push(hk);
     }
-    const files = checked(() => renderClientFiles({ relay: { host: f.facts.host, port: f.facts.port, hostKey: f.facts.hostKey }, devices: entries, hostKeys }));
+    const files = renderClientFiles({ relay: { host: f.facts.host, port: f.facts.port, hostKey: f.facts.hostKey }, devices: entries, hostKeys });
+    // Devices its earlier grant had and this one drops: the key comes off their accounts too.
+    const before = existing ? (existing.all ? registry.filter((e) => e.kind === "device").map((e) => e.name) : (existing.devices ?? [])) : [];
+    const dropped = droppedDevices(before, devices);
 
     // Changes begin: the relay, then the devices' accounts, then the files.
     f.log(`relay: client ${name} (${key.fingerprint}) → ${wanted === "all" ? "every device" : devices.join(",")}`);
     if (wanted === "all") await relay.call(["add-client", name, "--all"], `${key.type} ${key.base64}\n`);
     else await relay.addClient(name, `${key.type} ${key.base64}`, devices);
     let authorizedOn: string[] = [];
-    let warnings: string[] = [];
+    let deauthorizedOn: string[] = [];
+    const warnings: string[] = [];
     if (!o.skipDeviceKeys) {
-      ({ done: authorizedOn, warnings } = await onDevices(f, entries, `authorizing ${name}'s key`, async (d) => {
+      const added = await onDevices(f, entries, `authorizing ${name}'s key`, async (d) => {
         await d.authorize(key, `rtunnel-${name}`);
-      }));
+      });
+      authorizedOn = added.done;
+      warnings.push(...added.warnings);
+      const reachable: DeviceEntry[] = [];
+      for (const d of dropped) {
+        const local = mine.find((m) => m.name === d);
+        if (local) reachable.push({ ...local, port: byName.get(d)?.port ?? local.port });
+        else {
+          const line = `warning: taking ${name}'s key off ${d} not done: this laptop has no Host block for it; remove the line ending rtunnel-${name} from its authorized_keys by hand`;
+          warnings.push(line);
+          f.log(line);
+        }
+      }
+      const removed = await onDevices(f, reachable, `taking ${name}'s key off`, async (d) => {
+        await deauthorize(d, key);
+      });
+      deauthorizedOn = removed.done;
+      warnings.push(...removed.warnings);
     }
     const written: string[] = [];
-    if (outPaths) {
-      for (const [rel, text] of Object.entries(files)) {
-        const file = path.join(outPaths.sshDir, rel);
-        await atomicWrite(file, text);
-        written.push(file);
-      }
+    for (const { rel, file } of outFiles) {
+      await atomicWrite(file, files[rel]!);
+      written.push(file);
     }
-    return { name, fingerprint: key.fingerprint, devices, authorizedOn, warnings, files, written };
+    return { name, fingerprint: key.fingerprint, devices, authorizedOn, deauthorizedOn, warnings, files, written };
   });
 }
 
@@ -154,21 +187,36 @@ export interface RemoveClientResult {
   warnings: string[];
 }
 
-/** Takes one key out of the device account's authorized_keys (kept in place: same inode, same mode). */
-export async function deauthorize(device: { run: (cmd: string) => Promise<unknown> }, key: PublicKey): Promise<void> {
-  const script = [
+/**
+ * The script that takes one key out of the account's authorized_keys. A failed grep (exit 2:
+ * a full SD card, an I/O error) stops it with the file untouched; the new text goes to a temp
+ * file beside it with the same mode and owner (`cp -p`), then replaces it with one rename, so
+ * the file is never empty or half-written. A symlinked file is written through to its target.
+ */
+export function deauthorizeScript(key: PublicKey): string {
+  return [
     "set -e",
     'f="$HOME/.ssh/authorized_keys"',
     '[ -f "$f" ] || exit 0',
-    `grep -vF -- ${sh(` ${key.base64}`)} "$f" > "$f.rtunnel-tmp" || true`,
-    'cat "$f.rtunnel-tmp" > "$f"',
-    'rm -f "$f.rtunnel-tmp"',
+    'f=$(readlink -f "$f")',
+    'tmp="$f.rtunnel-tmp.$$"',
+    "trap 'rm -f \"$tmp\"' EXIT",
+    'cp -p "$f" "$tmp"',
+    "rc=0",
+    `grep -vF -- ${sh(` ${key.base64}`)} "$f" > "$tmp" || rc=$?`,
+    // grep: 0 lines kept, 1 nothing kept (the key was the only line), >1 an error.
+    'if [ "$rc" -gt 1 ]; then echo "grep failed (exit $rc): $f left as it was" >&2; exit 1; fi',
+    'mv -f "$tmp" "$f"',
   ].join("\n");
-  await device.run(`sh -c ${sh(script)}`);
+}
+
+/** Takes one key out of the device account's authorized_keys (atomically; see deauthorizeScript). */
+export async function deauthorize(device: { run: (cmd: string) => Promise<unknown> }, key: PublicKey): Promise<void> {
+  await device.run(`sh -c ${sh(deauthorizeScript(key))}`);
 }
 
 export async function removeClient(o: RemoveClientOptions): Promise<RemoveClientResult> {
-  const name = checked(() => validateName(o.name, "client name"));
+  const name = validateName(o.name, "client name");
   const f = await openFleet(o);
   const mine = await laptopDevices(f.paths);
   return withRelay(f, async (relay) => {

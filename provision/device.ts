@@ -68,21 +68,37 @@ export class Device {
     return r;
   }
 
-  /** Root for later `run(..., { root: true })`: nothing when we are root, else `sudo -n` (it must not ask). */
-  async detectSudo(): Promise<void> {
-    const id = await this.run("id -u");
-    if (id.stdout.trim() === "0") return;
+  /** Who we are on the device, and its machine type. */
+  private async whoami(): Promise<{ user: string; root: boolean; machine: string }> {
+    const id = await this.run("id -un; id -u; uname -m");
+    const [user = "", uid = "", machine = ""] = id.stdout.split("\n").map((s) => s.trim());
+    return { user, root: uid === "0", machine };
+  }
+
+  /** Root for later `run(..., { root: true })`: nothing when we are root, else `sudo -n`, which must be installed and must not ask. */
+  private async useSudo(user: string, root: boolean): Promise<void> {
+    if (root) return;
+    if ((await this.run("command -v sudo", { check: false })).code !== 0) {
+      throw new ExitError(EXIT.device, `sudo is not installed on the device ${this.name} and ${user} is not root: install sudo (apt-get install sudo) or enroll as root with --user root`);
+    }
     if ((await this.run("sudo -n true", { check: false })).code !== 0) {
-      throw new ExitError(EXIT.device, `sudo on the device ${this.name} asks for a password: allow it without one, as enrollment requires`);
+      throw new ExitError(
+        EXIT.device,
+        `sudo on the device ${this.name} asks for a password (user ${user}): allow it without one (a line "${user} ALL=(ALL) NOPASSWD: ALL" in /etc/sudoers.d/) or enroll as root with --user root`,
+      );
     }
     this.sudo = "sudo -n ";
   }
 
-  /** Read-only checks: account, sudo, Docker, architecture, an existing device key. */
+  /** Root for later `run(..., { root: true })` (the fleet commands, through the tunnel). */
+  async detectSudo(): Promise<void> {
+    const { user, root } = await this.whoami();
+    await this.useSudo(user, root);
+  }
+
+  /** Read-only checks: account, architecture, Docker, sudo, an existing device key. */
   async preflight(o: { installDocker: boolean }): Promise<Preflight> {
-    const id = await this.run("id -un; id -u; uname -m");
-    const [user = "", uid = "", machine = ""] = id.stdout.split("\n").map((s) => s.trim());
-    const root = uid === "0";
+    const { user, root, machine } = await this.whoami();
     const platform = platformOf(machine);
     if (!platform) throw new ExitError(EXIT.device, `the device ${this.name} is a ${machine || "unknown"} machine: rtunnel's image is built for amd64, arm64, armv7 and armv6`);
     let install = false;
@@ -93,19 +109,7 @@ export class Device {
       }
       install = true;
     }
-    if (!root) {
-      if ((await this.run("command -v sudo", { check: false })).code !== 0) {
-        throw new ExitError(EXIT.device, `sudo is not installed on the device ${this.name} and ${user} is not root: install sudo (apt-get install sudo) or enroll as root with --user root`);
-      }
-      const sudo = await this.run("sudo -n true", { check: false });
-      if (sudo.code !== 0) {
-        throw new ExitError(
-          EXIT.device,
-          `sudo on the device ${this.name} asks for a password (user ${user}): allow it without one (a line "${user} ALL=(ALL) NOPASSWD: ALL" in /etc/sudoers.d/) or enroll as root with --user root`,
-        );
-      }
-      this.sudo = "sudo -n ";
-    }
+    await this.useSudo(user, root);
     if (install) await this.installDocker();
     const info = await this.run("docker info --format '{{.ServerVersion}}'", { root: true, check: false });
     if (info.code !== 0) {

@@ -1,8 +1,9 @@
 // `enroll-device NAME`: DESIGN.md "Operator commands", steps 1-7. Order matters: everything
-// that only reads (inputs, relay, device, local image) comes first, so a bad input, a wrong
-// host key, a refused admin key, a taken name or a device without Docker stops before any
-// change anywhere; then the device, the relay and the device's agent; the laptop's ~/.ssh is
-// written last, only once the tunnel is up. Every step skips what is already done, so a
+// that only reads (inputs, relay, device, the laptop's ~/.ssh files, local image) comes first,
+// so a bad input, a wrong host key, a refused admin key, a taken name, a device without
+// Docker or an unreadable ~/.ssh/config stops before any change anywhere; then the device,
+// the relay and the device's agent; the laptop's ~/.ssh is written last, only once the tunnel
+// is up, from the texts planned at the start. Every step skips what is already done, so a
 // second run changes nothing.
 import { readFile } from "node:fs/promises";
 import os from "node:os";
@@ -11,10 +12,11 @@ import { fileURLToPath } from "node:url";
 import cliProgress from "cli-progress";
 import { Device, DEVICE_DIR, renderAgentEnv, type Preflight } from "./device.ts";
 import { ExitError, EXIT } from "./errors.ts";
-import { applyLaptop, configPaths, laptopPaths, pinnedDeviceKey, planLaptop } from "./laptop.ts";
+import { applyLaptop, configPaths, laptopPaths, pinnedDeviceKey, planLaptopFrom, readLaptop, type LaptopChange } from "./laptop.ts";
 import { runLocal, spawnLocal } from "./proc.ts";
 import { RelayAdmin, type RelayEntry } from "./relay.ts";
 import { loadRelayFacts, type RelayFacts } from "./relayFacts.ts";
+import { enrollClientName } from "./registry.ts";
 import { connectPinned } from "./ssh.ts";
 import { knownHostsPattern, validateDeviceName } from "./sshConfig.ts";
 import { InputError, parseHostKeyPin, parsePublicKey, validateHost, validateName, validatePort, validateUser, type PublicKey } from "./validate.ts";
@@ -39,7 +41,7 @@ export interface EnrollOptions {
   acceptNew?: boolean;
   /** SHA256:... or a public key line */
   deviceHostKey?: string;
-  /** the device agent image; built from images/rtunnel for the device's platform when missing */
+  /** the device agent image, used as it is (built from images/rtunnel only when missing); without it, DEFAULT_IMAGE built from images/rtunnel every time */
   image?: string;
   installDocker?: boolean;
   /** this laptop's name on the relay (its `jump` key) */
@@ -68,20 +70,16 @@ export function defaultClientName(hostname = os.hostname()): string {
   return `laptop-${s || "operator"}`.slice(0, 63).replace(/-+$/, "");
 }
 
+/** Every input checked (an InputError names the bad one; cli.ts maps it to exit 2). */
 function inputs(o: EnrollOptions) {
-  try {
-    const name = validateDeviceName(o.name);
-    const host = validateHost(o.host, "--host");
-    const port = validatePort(o.port ?? 22, "--port");
-    const user = validateUser(o.user ?? "pi", "--user");
-    const client = validateName(o.client ?? defaultClientName(), "--client");
-    const pin = o.deviceHostKey ? parseHostKeyPin(o.deviceHostKey).fingerprint : undefined;
-    const timeout = validatePort(o.timeout ?? 60, "--timeout");
-    return { name, host, port, user, client, pin, timeout };
-  } catch (e) {
-    if (e instanceof InputError) throw new ExitError(EXIT.usage, e.message);
-    throw e;
-  }
+  const name = validateDeviceName(o.name);
+  const host = validateHost(o.host, "--host");
+  const port = validatePort(o.port ?? 22, "--port");
+  const user = validateUser(o.user ?? "pi", "--user");
+  const client = validateName(o.client ?? defaultClientName(), "--client");
+  const pin = o.deviceHostKey ? parseHostKeyPin(o.deviceHostKey).fingerprint : undefined;
+  const timeout = validatePort(o.timeout ?? 60, "--timeout");
+  return { name, host, port, user, client, pin, timeout };
 }
 
 export async function enrollDevice(o: EnrollOptions): Promise<EnrollResult> {
@@ -97,7 +95,7 @@ export async function enrollDevice(o: EnrollOptions): Promise<EnrollResult> {
   const changed: EnrollResult["changed"] = { device: [], relay: [], laptop: [] };
 
   // 0. Inputs, all of them, before talking to anyone.
-  const { name, host, port, user, client, pin: pinArg, timeout } = inputs(o);
+  const { name, host, port, user, client: wanted, pin: pinArg, timeout } = inputs(o);
   const paths = laptopPaths({ home: o.home, sshDir: o.sshDir });
   const identity = path.resolve(o.identity ?? path.join(paths.sshDir, "id_ed25519"));
   let operatorKey: PublicKey;
@@ -105,13 +103,14 @@ export async function enrollDevice(o: EnrollOptions): Promise<EnrollResult> {
     configPaths(paths, identity);
     operatorKey = parsePublicKey(await readFile(`${identity}.pub`, "utf8").catch(() => ""), `${identity}.pub`);
   } catch (e) {
-    if (e instanceof InputError) {
-      throw new ExitError(EXIT.usage, `${e.message}${/\.pub/.test(e.message) ? " (make a key with ssh-keygen -t ed25519, or pass --identity FILE)" : ""}`);
-    }
+    if (e instanceof InputError && /\.pub/.test(e.message)) throw new InputError(`${e.message} (make a key with ssh-keygen -t ed25519, or pass --identity FILE)`);
     throw e;
   }
   const facts = o.relay ?? (await loadRelayFacts(o.relayFile, o.cwd));
-  const image = o.image ?? "rtunnel/rtunnel:latest";
+  // Without --image the agent is built from images/rtunnel every time (Docker's layer cache
+  // makes a rebuild cheap): whatever else carries the default tag here never reaches the device.
+  const image = o.image ?? DEFAULT_IMAGE;
+  const buildAlways = o.image === undefined;
   const creds = { identityFile: identity, agent: o.agent ?? process.env.SSH_AUTH_SOCK };
   step("inputs checked");
 
@@ -150,26 +149,36 @@ export async function enrollDevice(o: EnrollOptions): Promise<EnrollResult> {
     const pre: Preflight = await device.preflight({ installDocker: o.installDocker ?? false });
     step("device connected, preflight passed");
 
-    // 3. Names: the device's must be free or already ours; the client's must be a client.
+    // 3. Names: the device's must be free or already ours; the client's must be a client,
+    // and a key the relay already holds as another client keeps that client's name.
     const mine = registry.find((e) => e.name === name);
     if (mine && (mine.kind !== "device" || !pre.deviceKey || mine.fingerprint !== pre.deviceKey.fingerprint)) {
       throw new ExitError(EXIT.relay, `the name ${name} is already taken on the relay by another ${mine.kind === "device" ? "device key" : mine.kind} (${mine.fingerprint}): choose another name, or revoke-device ${name} first`);
     }
-    const clientEntry = registry.find((e) => e.name === client);
-    if (clientEntry && (clientEntry.kind !== "client" || clientEntry.fingerprint !== operatorKey.fingerprint)) {
-      throw new ExitError(EXIT.relay, `the client name ${client} is already taken on the relay by another key (${clientEntry.fingerprint}): pass --client NAME`);
-    }
+    const { client, entry: clientEntry, reused } = enrollClientName(registry, { fingerprint: operatorKey.fingerprint, wanted, explicit: o.client !== undefined });
+    if (reused) log(`your key is registered on the relay as client ${client}: keeping that name (not ${wanted})`);
 
-    // 4. The local image, for the device's platform (still nothing changed anywhere).
-    const local = await localImage(image, pre.platform, log);
-    step(`local image ${image} ready for ${pre.platform}`);
+    // 4. The laptop side, planned now (read, rendered with the port the device will have,
+    // directories checked writable); written only at the end.
+    const laptopState = await readLaptop(paths);
+    const laptopChange = (devicePort: number): LaptopChange => ({
+      relay: { host: facts.host, port: facts.port, hostKey: facts.hostKey },
+      device: { name, port: devicePort, user, hostKey: conn.hostKey },
+      identityFile: identity,
+    });
+    planLaptopFrom(paths, laptopState, laptopChange(mine?.port ?? 65535));
+    step("laptop files read and checked");
 
-    // 5. Changes begin: the device key, made on the device.
+    // 5. The local image, for the device's platform (still nothing changed anywhere).
+    const local = await localImage(image, pre.platform, log, buildAlways);
+    step(`local image ${image} ${buildAlways ? "built" : "ready"} for ${pre.platform}`);
+
+    // 6. Changes begin: the device key, made on the device.
     const deviceKey = await device.ensureDeviceKey();
     if (!pre.deviceKey) changed.device.push(`${DEVICE_DIR}/id_ed25519`);
     step("device key");
 
-    // 6. The relay: the device, then this laptop's access to it.
+    // 7. The relay: the device, then this laptop's access to it.
     const added = await relay.addDevice(name, `${deviceKey.type} ${deviceKey.base64}`);
     if (!mine) changed.relay.push(`device ${name}`);
     const granted = clientEntry?.devices ?? [];
@@ -180,7 +189,7 @@ export async function enrollDevice(o: EnrollOptions): Promise<EnrollResult> {
     }
     step(`relay: device port ${added.port}`);
 
-    // 7. The agent: image, config, container.
+    // 8. The agent: image, config, container.
     let restart = false;
     if ((await device.imageId(image)) !== local.id) {
       await pushImage(device, image, local.size, o.progress ?? false);
@@ -203,19 +212,14 @@ export async function enrollDevice(o: EnrollOptions): Promise<EnrollResult> {
     }
     step("agent configured and running");
 
-    // 8. The operator's key on the device account.
+    // 9. The operator's key on the device account.
     if (await device.authorize(operatorKey, `rtunnel-${client}`)) changed.device.push(`~${pre.user}/.ssh/authorized_keys`);
     step("operator key authorized on the device");
 
-    // 9. Wait for the tunnel, then (only then) the laptop side.
+    // 10. Wait for the tunnel, then (only then) write the laptop side planned in step 4.
     await waitOnline(relay, name, timeout);
     step("tunnel online");
-    const plan = await planLaptop(paths, {
-      relay: { host: facts.host, port: facts.port, hostKey: facts.hostKey },
-      device: { name, port: added.port, user, hostKey: conn.hostKey },
-      identityFile: identity,
-    });
-    changed.laptop = await applyLaptop(paths, plan);
+    changed.laptop = await applyLaptop(paths, planLaptopFrom(paths, laptopState, laptopChange(added.port)));
     step("laptop ssh_config written");
 
     const cwd = o.cwd ?? process.cwd();
@@ -240,22 +244,28 @@ export async function enrollDevice(o: EnrollOptions): Promise<EnrollResult> {
   }
 }
 
-async function localImage(image: string, platform: string, log: (l: string) => void): Promise<{ id: string; size: number }> {
-  const inspect = async () => {
-    const r = await runLocal("docker", ["image", "inspect", "--format", "{{.Id}} {{.Size}} {{.Os}}/{{.Architecture}}", image]).catch(() => {
+/** The agent image enrollment builds from images/rtunnel when --image is not given. */
+export const DEFAULT_IMAGE = "rtunnel/rtunnel:latest";
+
+/** The image to send: built from images/rtunnel when `build` (no --image) or when it is missing here or for another platform. */
+async function localImage(image: string, platform: string, log: (l: string) => void, build: boolean): Promise<{ id: string; size: number }> {
+  const docker = (args: string[], timeoutMs?: number) =>
+    runLocal("docker", args, { timeoutMs }).catch(() => {
       throw new ExitError(EXIT.usage, "the docker command is not installed on this machine: enrollment builds and sends the agent image from here");
     });
+  const inspect = async () => {
+    const r = await docker(["image", "inspect", "--format", "{{.Id}} {{.Size}} {{.Os}}/{{.Architecture}}", image]);
     if (r.code !== 0) return undefined;
     const [id = "", size = "0", plat = ""] = r.stdout.trim().split(" ");
     return { id, size: Number(size), platform: plat };
   };
   // Docker 20.10's inspect has no Variant: linux/arm stands for arm/v7 and arm/v6 alike.
   const same = (a: string) => a === platform || (a === "linux/arm" && platform.startsWith("linux/arm/"));
-  let found = await inspect();
+  let found = build ? undefined : await inspect();
   if (!found || !same(found.platform)) {
     const context = path.join(repoRoot, "images", "rtunnel");
     log(`building ${image} for ${platform} from ${context}`);
-    const r = await runLocal("docker", ["build", "--platform", platform, "--tag", image, context], { timeoutMs: 30 * 60_000 });
+    const r = await docker(["build", "--platform", platform, "--tag", image, context], 30 * 60_000);
     if (r.code !== 0) {
       throw new ExitError(EXIT.usage, `can't build ${image} for ${platform}: ${r.stderr.trim().split("\n").pop() ?? ""} (another architecture needs docker buildx with QEMU, or pass --image)`);
     }

@@ -7,11 +7,10 @@ import type { NodeSSH } from "node-ssh";
 import { Device } from "./device.ts";
 import { ExitError, EXIT } from "./errors.ts";
 import { laptopPaths, pinnedDeviceKey, type LaptopPaths } from "./laptop.ts";
-import { RelayAdmin } from "./relay.ts";
+import { connectRelay, RelayAdmin } from "./relay.ts";
 import { loadRelayFacts, type RelayFacts } from "./relayFacts.ts";
 import { connectPinned, type Credentials } from "./ssh.ts";
 import { JUMP_USER, parseDevices, type DeviceEntry } from "./sshConfig.ts";
-import { InputError } from "./validate.ts";
 
 export interface FleetOptions {
   relayFile?: string;
@@ -50,16 +49,6 @@ export async function withRelay<T>(f: Fleet, fn: (relay: RelayAdmin) => Promise<
   }
 }
 
-/** Commander-level input errors become exit 2 with the validator's line. */
-export function checked<T>(fn: () => T): T {
-  try {
-    return fn();
-  } catch (e) {
-    if (e instanceof InputError) throw new ExitError(EXIT.usage, e.message);
-    throw e;
-  }
-}
-
 /** The devices this laptop's ssh_config knows (port, user), by name. */
 export async function laptopDevices(p: LaptopPaths): Promise<DeviceEntry[]> {
   const text = await readFile(p.fragment, "utf8").catch(() => "");
@@ -79,23 +68,14 @@ export interface TunnelDevice {
 export async function deviceThroughTunnel(f: Fleet, entry: DeviceEntry): Promise<TunnelDevice> {
   const pin = await pinnedDeviceKey(f.paths, entry.name);
   if (!pin) throw new ExitError(EXIT.hostKey, `no pinned host key for ${entry.name} in ${f.paths.knownHosts}: enroll it from this laptop first`);
-  const where = `${f.facts.host}:${f.facts.port}`;
-  const jump = await connectPinned(
-    {
-      what: "the relay (jump)",
-      host: f.facts.host,
-      port: f.facts.port,
-      username: JUMP_USER,
-      pin: f.facts.hostKey.fingerprint,
-      onUnknown: () => undefined,
-      onMismatch: (k) => new ExitError(EXIT.hostKey, `the relay at ${where} shows host key ${k.fingerprint}, not the pinned ${f.facts.hostKey.fingerprint}`),
-      onAuthFailed: () => new ExitError(EXIT.device, `the relay's jump account refused ${f.identity}: this laptop is not a client granted ${entry.name}`),
-    },
-    f.creds,
-  );
+  const jump = await connectRelay(f.facts, f.creds, {
+    username: JUMP_USER,
+    what: "the relay (jump)",
+    onAuthFailed: () => new ExitError(EXIT.device, `the relay's jump account refused ${f.identity}: this laptop is not a client granted ${entry.name}`),
+  });
   let inner: NodeSSH | undefined;
   try {
-    const channel = await jump.ssh.forwardOut("127.0.0.1", 0, "127.0.0.1", entry.port).catch((e: Error) => {
+    const channel = await jump.forwardOut("127.0.0.1", 0, "127.0.0.1", entry.port).catch((e: Error) => {
       throw new ExitError(EXIT.device, `the relay could not open ${entry.name}'s tunnel (127.0.0.1:${entry.port}): ${e.message} (is the device online?)`);
     });
     const conn = await connectPinned(
@@ -118,12 +98,12 @@ export async function deviceThroughTunnel(f: Fleet, entry: DeviceEntry): Promise
       device,
       dispose() {
         inner?.dispose();
-        jump.ssh.dispose();
+        jump.dispose();
       },
     };
   } catch (e) {
     inner?.dispose();
-    jump.ssh.dispose();
+    jump.dispose();
     throw e;
   }
 }

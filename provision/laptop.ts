@@ -1,12 +1,15 @@
 // The laptop side on disk: ~/.ssh/config.d/rtunnel, ~/.ssh/known_hosts.rtunnel and the one
 // Include line in ~/.ssh/config. Paths through node:path and os.homedir(); no shell-outs, so
-// the same code serves Windows' and macOS' OpenSSH. Every text is computed before the first
-// write, each file is replaced atomically (temp file + rename), and ~/.ssh/config is copied to
-// config.rtunnel-backup before the first change we make to it.
+// the same code serves Windows' and macOS' OpenSSH. The files are read (and checked
+// writable) before the first change anywhere, every text is computed before the first write,
+// each file is replaced atomically (temp file fsynced, then renamed; through a symlink to its
+// target), and ~/.ssh/config is copied to config.rtunnel-backup before our first change to it.
 import { randomBytes } from "node:crypto";
-import { copyFile, mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { constants } from "node:fs";
+import { access, copyFile, mkdir, open, readFile, readlink, realpath, rename, rm, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { ExitError, EXIT } from "./errors.ts";
 import {
   ensureInclude,
   hostKeyAlias,
@@ -53,18 +56,105 @@ export function configPaths(p: LaptopPaths, identityFile: string) {
   return { fragment: cp(p.fragment), knownHosts: cp(p.knownHosts), identity: cp(path.resolve(identityFile)) };
 }
 
-const readOrUndefined = (file: string) => readFile(file, "utf8").catch((e: NodeJS.ErrnoException) => (e.code === "ENOENT" ? undefined : Promise.reject(e)));
+/** Why a laptop file can't be used, as one line with the fix (nothing has been changed yet). */
+function fileProblem(file: string, e: NodeJS.ErrnoException, doing: "read" | "replace"): ExitError {
+  const why =
+    e.code === "EACCES" || e.code === "EPERM"
+      ? `permission denied (often root-owned after a \`sudo ssh\`: sudo chown -R "$USER" ${path.dirname(file)})`
+      : e.code === "ENOTDIR"
+        ? "a part of its path is a file, not a directory: move that file away"
+        : e.code === "EISDIR"
+          ? "it is a directory: move it away"
+          : (e.code ?? e.message);
+  return new ExitError(EXIT.usage, `can't ${doing} ${file}: ${why}; nothing was changed`);
+}
 
-export async function atomicWrite(file: string, text: string): Promise<void> {
-  await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
-  const tmp = `${file}.tmp-${randomBytes(4).toString("hex")}`;
+/** A laptop file's text, or undefined when it does not exist; any other problem is one clear ExitError. */
+export async function readLaptopFile(file: string): Promise<string | undefined> {
   try {
-    await writeFile(tmp, text, { mode: 0o600 });
-    await rename(tmp, file);
+    return await readFile(file, "utf8");
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    if (err.code === "ENOENT") return undefined;
+    throw fileProblem(file, err, "read");
+  }
+}
+
+/** Where a write to `file` lands: through a symlink (dotfile managers link ~/.ssh/config) to its target. */
+export async function writeTarget(file: string): Promise<string> {
+  try {
+    return await realpath(file);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+  }
+  try {
+    // A dangling link: write where it points, so the link becomes whole.
+    const link = await readlink(file);
+    return path.resolve(path.dirname(file), link);
+  } catch {
+    return file;
+  }
+}
+
+/**
+ * Read-only: whether atomicWrite(file) would succeed as far as the disk can tell now: the
+ * target (through a symlink) is not a directory, and its nearest existing ancestor is a
+ * writable directory. Throws one clear ExitError otherwise.
+ */
+export async function checkWritable(file: string): Promise<void> {
+  let target: string;
+  try {
+    target = await writeTarget(file);
+    const st = await stat(target).catch((e: NodeJS.ErrnoException) => (e.code === "ENOENT" ? undefined : Promise.reject(e)));
+    if (st?.isDirectory()) throw Object.assign(new Error("EISDIR"), { code: "EISDIR" });
+  } catch (e) {
+    throw fileProblem(file, e as NodeJS.ErrnoException, "replace");
+  }
+  let dir = path.dirname(target);
+  for (;;) {
+    const st = await stat(dir).catch((e: NodeJS.ErrnoException) => (e.code === "ENOENT" ? undefined : Promise.reject(fileProblem(file, e, "replace"))));
+    if (st) {
+      if (!st.isDirectory()) throw fileProblem(file, Object.assign(new Error("ENOTDIR"), { code: "ENOTDIR" }), "replace");
+      await access(dir, constants.W_OK | constants.X_OK).catch((e: NodeJS.ErrnoException) => Promise.reject(fileProblem(file, e, "replace")));
+      return;
+    }
+    const up = path.dirname(dir);
+    if (up === dir) return;
+    dir = up;
+  }
+}
+
+/**
+ * Replaces a file atomically: a temp file beside its target (through a symlink), flushed to
+ * disk, then renamed over it, so a crash leaves the old text or the new one, never a part.
+ * An existing file keeps its mode; a new one is 0600.
+ */
+export async function atomicWrite(file: string, text: string): Promise<void> {
+  const target = await writeTarget(file);
+  const dir = path.dirname(target);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const mode = (await stat(target).catch(() => undefined))?.mode ?? 0o600;
+  const tmp = `${target}.tmp-${randomBytes(4).toString("hex")}`;
+  try {
+    const fh = await open(tmp, "wx", mode & 0o777);
+    try {
+      await fh.writeFile(text);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, target);
   } catch (e) {
     await rm(tmp, { force: true });
     throw e;
   }
+  // The rename itself, on disk (not possible on Windows, where directories can't be opened).
+  await open(dir, "r")
+    .then(async (d) => {
+      await d.sync().catch(() => undefined);
+      await d.close();
+    })
+    .catch(() => undefined);
 }
 
 export interface LaptopChange {
@@ -78,41 +168,71 @@ export interface PlannedWrite {
   text: string;
 }
 
-/** Pure with respect to the disk's future: reads the current files, returns what would change. */
-export async function planLaptop(p: LaptopPaths, c: LaptopChange): Promise<{ writes: PlannedWrite[]; backup: boolean }> {
+/** The laptop's files as they are now: read once, before any change anywhere. */
+export interface LaptopState {
+  fragment?: string;
+  known?: string;
+  config?: string;
+  backup?: string;
+}
+
+/**
+ * Read-only: the current texts of the rtunnel files and ~/.ssh/config, and a check that each
+ * can be replaced. Enrollment calls it before it changes anything, so an unreadable config
+ * (root-owned after a `sudo ssh`) or a `config.d` that is a file stops it at the start.
+ */
+export async function readLaptop(p: LaptopPaths): Promise<LaptopState> {
+  const [fragment, known, config, backup] = await Promise.all([p.fragment, p.knownHosts, p.config, p.backup].map(readLaptopFile));
+  for (const f of [p.knownHosts, p.fragment, p.config, p.backup]) await checkWritable(f);
+  return { fragment, known, config, backup };
+}
+
+/** Pure: what would change, from the state readLaptop returned. */
+export function planLaptopFrom(p: LaptopPaths, s: LaptopState, c: LaptopChange): LaptopPlan {
   const paths = configPaths(p, c.identityFile);
-  const [fragment, known, config, backup] = await Promise.all([readOrUndefined(p.fragment), readOrUndefined(p.knownHosts), readOrUndefined(p.config), readOrUndefined(p.backup)]);
-  const devices = upsertDevice(parseDevices(fragment ?? ""), { name: c.device.name, port: c.device.port, user: c.device.user });
+  const devices = upsertDevice(parseDevices(s.fragment ?? ""), { name: c.device.name, port: c.device.port, user: c.device.user });
   const fragmentText = renderConfig({
     relay: { host: c.relay.host, port: c.relay.port },
     identityFile: paths.identity,
     knownHostsFile: paths.knownHosts,
     devices,
   });
-  let entries = parseKnownHosts(known ?? "");
+  let entries = parseKnownHosts(s.known ?? "");
   entries = upsertKnownHost(entries, { pattern: knownHostsPattern(c.relay.host, c.relay.port), type: c.relay.hostKey.type, base64: c.relay.hostKey.base64 });
   entries = upsertKnownHost(entries, { pattern: hostKeyAlias(c.device.name), type: c.device.hostKey.type, base64: c.device.hostKey.base64 });
   const knownText = renderKnownHosts(entries);
-  const include = ensureInclude(config, paths.fragment);
+  const include = ensureInclude(s.config, paths.fragment);
   const writes: PlannedWrite[] = [];
-  if (fragmentText !== fragment) writes.push({ file: p.fragment, text: fragmentText });
-  if (knownText !== known) writes.push({ file: p.knownHosts, text: knownText });
+  if (fragmentText !== s.fragment) writes.push({ file: p.fragment, text: fragmentText });
+  if (knownText !== s.known) writes.push({ file: p.knownHosts, text: knownText });
   if (include.changed) writes.push({ file: p.config, text: include.text });
-  return { writes, backup: include.changed && config !== undefined && backup === undefined };
+  return { writes, backup: include.changed && s.config !== undefined && s.backup === undefined };
 }
 
-export async function applyLaptop(p: LaptopPaths, plan: { writes: PlannedWrite[]; backup: boolean }): Promise<string[]> {
+export interface LaptopPlan {
+  writes: PlannedWrite[];
+  backup: boolean;
+}
+
+/** Reads the current files, returns what would change (nothing is written). */
+export async function planLaptop(p: LaptopPaths, c: LaptopChange): Promise<LaptopPlan> {
+  return planLaptopFrom(p, await readLaptop(p), c);
+}
+
+export async function applyLaptop(p: LaptopPaths, plan: LaptopPlan): Promise<string[]> {
   await mkdir(p.sshDir, { recursive: true, mode: 0o700 });
   if (plan.backup) await copyFile(p.config, p.backup);
-  // The Include goes last: until the fragment exists, ~/.ssh/config must not point at it.
-  const ordered = [...plan.writes.filter((w) => w.file !== p.config), ...plan.writes.filter((w) => w.file === p.config)];
+  // Pinned keys first, then the Host blocks, then the Include: a crash in between never leaves
+  // a Host block without its pinned key, nor an Include pointing at a missing fragment.
+  const rank = (file: string) => (file === p.knownHosts ? 0 : file === p.fragment ? 1 : file === p.config ? 3 : 2);
+  const ordered = [...plan.writes].sort((a, b) => rank(a.file) - rank(b.file));
   for (const w of ordered) await atomicWrite(w.file, w.text);
   return [...(plan.backup ? [p.backup] : []), ...ordered.map((w) => w.file)];
 }
 
 /** The host keys pinned by an earlier enrollment, read from known_hosts.rtunnel. */
 export async function pinnedDeviceKey(p: LaptopPaths, device: string): Promise<string | undefined> {
-  const known = parseKnownHosts((await readOrUndefined(p.knownHosts)) ?? "");
+  const known = parseKnownHosts((await readLaptopFile(p.knownHosts)) ?? "");
   const e = known.find((k) => k.pattern === hostKeyAlias(device));
   if (!e) return undefined;
   return fingerprintOf(Buffer.from(e.base64, "base64"));

@@ -22,11 +22,6 @@ export interface FleetStatus {
   allOnline: boolean;
 }
 
-/** The bare registry, as the relay's `list` gives it (what `enroll-device` also reads). */
-export async function listRelay(o: ListOptions): Promise<RelayEntry[]> {
-  return withRelay(await openFleet(o), (relay) => relay.list());
-}
-
 /** Pure: devices whose last registry change was a `remove`, and that are not registered again. */
 export function revokedDevices(events: readonly AuditEvent[], registry: readonly RelayEntry[]): StatusEntry[] {
   const last = new Map<string, AuditEvent>();

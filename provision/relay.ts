@@ -41,6 +41,29 @@ export interface AuditEvent {
   pid?: number;
 }
 
+/**
+ * An ssh connection to the relay with its host key pinned to the relay facts: the admin
+ * account (RelayAdmin) and the jump account (a device through its tunnel) both come here.
+ */
+export async function connectRelay(facts: RelayFacts, creds: Credentials, account: { username: string; what: string; onAuthFailed: () => ExitError }): Promise<NodeSSH> {
+  const where = `${facts.host}:${facts.port}`;
+  const { ssh } = await connectPinned(
+    {
+      what: account.what,
+      host: facts.host,
+      port: facts.port,
+      username: account.username,
+      pin: facts.hostKey.fingerprint,
+      onUnknown: () => undefined,
+      onMismatch: (k) =>
+        new ExitError(EXIT.hostKey, `the relay at ${where} shows host key ${k.fingerprint}, not the pinned ${facts.hostKey.fingerprint} from ${facts.source}: check the relay facts (pulumi stack output) before trusting it`),
+      onAuthFailed: account.onAuthFailed,
+    },
+    creds,
+  );
+  return ssh;
+}
+
 export class RelayAdmin {
   private constructor(
     private readonly ssh: NodeSSH,
@@ -48,22 +71,12 @@ export class RelayAdmin {
   ) {}
 
   static async connect(facts: RelayFacts, creds: Credentials): Promise<RelayAdmin> {
-    const where = `${facts.host}:${facts.port}`;
-    const { ssh } = await connectPinned(
-      {
-        what: "the relay",
-        host: facts.host,
-        port: facts.port,
-        username: "admin",
-        pin: facts.hostKey.fingerprint,
-        onUnknown: () => undefined,
-        onMismatch: (k) =>
-          new ExitError(EXIT.hostKey, `the relay at ${where} shows host key ${k.fingerprint}, not the pinned ${facts.hostKey.fingerprint} from ${facts.source}: check the relay facts (pulumi stack output) before trusting it`),
-        onAuthFailed: () =>
-          new ExitError(EXIT.relay, `the relay at ${where} refused the admin key (${creds.identityFile ?? "ssh-agent"}): add its public key to the stack's adminPublicKeys or pass --identity`),
-      },
-      creds,
-    );
+    const ssh = await connectRelay(facts, creds, {
+      username: "admin",
+      what: "the relay",
+      onAuthFailed: () =>
+        new ExitError(EXIT.relay, `the relay at ${facts.host}:${facts.port} refused the admin key (${creds.identityFile ?? "ssh-agent"}): add its public key to the stack's adminPublicKeys or pass --identity`),
+    });
     return new RelayAdmin(ssh, facts);
   }
 

@@ -2,15 +2,15 @@
 // the device's live sessions, and every laptop session through them, are ended). Before it,
 // while the tunnel still carries us, the device is cleaned up best effort: its key deleted
 // and its agent stopped. A device that can't be reached gets a warning and is revoked all the
-// same. Last, this laptop's Host block and pinned host key for it are removed.
-import { readFile } from "node:fs/promises";
+// same. Last, this laptop's Host block and pinned host key for it are removed: computed, and
+// their files checked writable, before the relay is touched.
 import { DEVICE_KEY, AGENT_CONTAINER } from "./device.ts";
 import { ExitError, EXIT } from "./errors.ts";
-import { checked, deviceThroughTunnel, laptopDevices, openFleet, withRelay, type FleetOptions } from "./fleet.ts";
-import { atomicWrite, configPaths } from "./laptop.ts";
+import { deviceThroughTunnel, laptopDevices, openFleet, withRelay, type FleetOptions } from "./fleet.ts";
+import { atomicWrite, checkWritable, configPaths, readLaptopFile } from "./laptop.ts";
 import { revokedDevices } from "./list.ts";
 import { sh } from "./proc.ts";
-import { hostKeyAlias, parseKnownHosts, renderConfig, renderKnownHosts, RELAY_ALIAS, validateDeviceName, type DeviceEntry } from "./sshConfig.ts";
+import { hostKeyAlias, parseKnownHosts, renderConfig, renderKnownHosts, validateDeviceName, type DeviceEntry } from "./sshConfig.ts";
 
 export interface RevokeOptions extends FleetOptions {
   name: string;
@@ -62,12 +62,17 @@ export function writtenPaths(fragment: string | undefined): { identity?: string;
 }
 
 export async function revokeDevice(o: RevokeOptions): Promise<RevokeResult> {
-  const name = checked(() => validateDeviceName(o.name));
-  if (name === RELAY_ALIAS) throw new ExitError(EXIT.usage, `${name} is the relay hop, not a device`);
+  const name = validateDeviceName(o.name);
   const f = await openFleet(o);
+  const fragment = await readLaptopFile(f.paths.fragment);
+  const known = await readLaptopFile(f.paths.knownHosts);
   const devices = await laptopDevices(f.paths);
-  const fragment = await readFile(f.paths.fragment, "utf8").catch(() => undefined);
-  const known = await readFile(f.paths.knownHosts, "utf8").catch(() => undefined);
+  // This laptop's side, planned before the relay is touched: a file that can't be replaced stops here.
+  const paths = { ...configPaths(f.paths, f.identity), ...writtenPaths(fragment) };
+  const writes = withoutDevice(fragment, known, devices, name, (rest) =>
+    renderConfig({ relay: { host: f.facts.host, port: f.facts.port }, identityFile: paths.identity, knownHostsFile: paths.knownHosts, devices: rest }),
+  ).map((w) => ({ file: w.file === "fragment" ? f.paths.fragment : f.paths.knownHosts, text: w.text }));
+  for (const w of writes) await checkWritable(w.file);
   const warnings: string[] = [];
   const warn = (line: string) => {
     warnings.push(line);
@@ -108,16 +113,11 @@ export async function revokeDevice(o: RevokeOptions): Promise<RevokeResult> {
     return { removedFromRelay: true, deviceCleaned: cleaned };
   });
 
-  // Last, this laptop: the Host block and the pinned host key.
-  const paths = { ...checked(() => configPaths(f.paths, f.identity)), ...writtenPaths(fragment) };
-  const writes = withoutDevice(fragment, known, devices, name, (rest) =>
-    renderConfig({ relay: { host: f.facts.host, port: f.facts.port }, identityFile: paths.identity, knownHostsFile: paths.knownHosts, devices: rest }),
-  );
+  // Last, this laptop: the Host block, then the pinned host key.
   const laptop: string[] = [];
   for (const w of writes) {
-    const file = w.file === "fragment" ? f.paths.fragment : f.paths.knownHosts;
-    await atomicWrite(file, w.text);
-    laptop.push(file);
+    await atomicWrite(w.file, w.text);
+    laptop.push(w.file);
   }
   return { revoked: name, removedFromRelay, deviceCleaned, warnings, laptop };
 }

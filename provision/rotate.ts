@@ -13,7 +13,7 @@
 //  job gives up after 30 s and deletes the new key: nothing changed.
 import { DEVICE_KEY, AGENT_CONTAINER } from "./device.ts";
 import { ExitError, EXIT } from "./errors.ts";
-import { checked, deviceThroughTunnel, laptopDevices, openFleet, withRelay, type FleetOptions } from "./fleet.ts";
+import { deviceThroughTunnel, laptopDevices, openFleet, withRelay, type FleetOptions } from "./fleet.ts";
 import { sh } from "./proc.ts";
 import { validateDeviceName } from "./sshConfig.ts";
 import { parsePublicKey, validatePort } from "./validate.ts";
@@ -57,8 +57,8 @@ export function switchScript(): string {
 }
 
 export async function rotateKey(o: RotateOptions): Promise<RotateResult> {
-  const name = checked(() => validateDeviceName(o.name));
-  const timeout = checked(() => validatePort(o.timeout ?? 60, "--timeout"));
+  const name = validateDeviceName(o.name);
+  const timeout = validatePort(o.timeout ?? 60, "--timeout");
   const f = await openFleet(o);
   const local = (await laptopDevices(f.paths)).find((d) => d.name === name);
   if (!local) throw new ExitError(EXIT.usage, `this laptop has no Host block for ${name} (${f.paths.fragment}): rotate from the laptop that enrolled it`);

@@ -5,7 +5,7 @@
 // and an office laptop behind the other router that gets nothing but the ~/.ssh enrollment
 // wrote. One topology, relay and device serve every case (test.serial), in order.
 import { execFile } from "node:child_process";
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -178,6 +178,33 @@ test.serial("[docker] enrolling the same device again changes nothing on the lap
   t.is(r.code, 0, r.stderr);
   t.regex(r.stderr, /raspi was already enrolled: nothing changed/);
   t.log(`re-enrollment took ${(r.ms / 1000).toFixed(1)} s`);
+  t.deepEqual(await snapshot(), before);
+});
+
+test.serial("[docker] enrolling under the default client name after the laptop's hostname changed keeps the relay's name for the key, and changes nothing", async (t) => {
+  // The first enrollment registered this key as office-laptop; without --client the name is
+  // now laptop-HOSTNAME, which the relay would refuse for a key it already holds.
+  const before = await snapshot();
+  const r = await enroll(["raspi", "--host", bed.deviceIp, "--user", "pi", "--relay", bed.relayFile, "--image", bed.agentImage]);
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stderr, /your key is registered on the relay as client office-laptop: keeping that name \(not laptop-/);
+  t.regex(r.stderr, /raspi was already enrolled: nothing changed/);
+  t.deepEqual(await snapshot(), before);
+});
+
+test.serial("[docker] a config.d that is a file stops enrollment in its preflight with one line, before any change", async (t) => {
+  const ssh = path.join(bed.home, ".ssh");
+  await rename(path.join(ssh, "config.d"), path.join(ssh, "config.d.saved"));
+  t.teardown(async () => {
+    await rm(path.join(ssh, "config.d"), { force: true });
+    await rename(path.join(ssh, "config.d.saved"), path.join(ssh, "config.d"));
+  });
+  await writeFile(path.join(ssh, "config.d"), "a file, not a directory\n");
+  const before = await snapshot();
+  const r = await enroll([...base("raspi", bed.deviceIp)]);
+  t.is(r.code, 2, r.stderr);
+  oneLine(t, r.stderr, /^rtunnel: can't read .*config\.d\/rtunnel: a part of its path is a file, not a directory: move that file away; nothing was changed$/);
+  t.notRegex(r.stderr, /device key|image on the device/, "it went past the preflight");
   t.deepEqual(await snapshot(), before);
 });
 

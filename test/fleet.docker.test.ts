@@ -6,7 +6,7 @@
 // operator's ~/.ssh; laptop B gets only what `add-client --out` wrote. One world for every
 // case (test.serial), in order.
 import { execFile, spawn } from "node:child_process";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -185,13 +185,23 @@ test.serial("[docker] status exits non-zero while a device is offline", async (t
 
 test.serial("[docker] add-client: laptop B granted device2 reaches device2 and is refused on device1 and device3", async (t) => {
   const pub = path.join(w.tmp, "laptop-b.pub");
-  await writeFile(pub, (await on(w.laptopB, ["cat", "/root/.ssh/id_ed25519.pub"])).stdout);
+  const keyLine = (await on(w.laptopB, ["cat", "/root/.ssh/id_ed25519.pub"])).stdout;
+  await writeFile(pub, keyLine);
+  const keyB64 = keyLine.split(" ")[1]!;
+  // Granted device1 and device2 first, then narrowed to device2: its key leaves device1's account.
+  const wide = await cli(["add-client", "laptop-b", "--key", pub, "--devices", "device1,device2", "--json"]);
+  t.is(wide.code, 0, wide.stderr);
+  t.deepEqual((JSON.parse(wide.stdout) as { authorizedOn: string[] }).authorizedOn, ["device1", "device2"]);
+  t.true((await on(w.devices.device1, ["cat", "/home/pi/.ssh/authorized_keys"])).stdout.includes(keyB64));
   const out = path.join(w.tmp, "laptop-b-ssh");
   const r = await cli(["add-client", "laptop-b", "--key", pub, "--devices", "device2", "--out", out, "--json"]);
   t.is(r.code, 0, r.stderr);
-  const result = JSON.parse(r.stdout) as { devices: string[]; authorizedOn: string[] };
+  const result = JSON.parse(r.stdout) as { devices: string[]; authorizedOn: string[]; deauthorizedOn: string[] };
   t.deepEqual(result.devices, ["device2"]);
   t.deepEqual(result.authorizedOn, ["device2"]);
+  t.deepEqual(result.deauthorizedOn, ["device1"]);
+  t.false((await on(w.devices.device1, ["cat", "/home/pi/.ssh/authorized_keys"])).stdout.includes(keyB64), "laptop B's key is still on device1");
+  t.true((await on(w.devices.device2, ["cat", "/home/pi/.ssh/authorized_keys"])).stdout.includes(keyB64));
   await docker(["cp", `${out}/.`, `${w.laptopB}:/root/.ssh`]);
   await on(w.laptopB, ["chown", "-R", "root:root", "/root/.ssh"]);
   const ok = await on(w.laptopB, ["ssh", "device2", "hostname"]);
@@ -335,6 +345,10 @@ test.serial("[docker] remove-client laptop-b: its live session ends, the relay r
 
 test.serial("[docker] bad input: one line, non-zero exit, nothing changed on the relay", async (t) => {
   const before = (await on(w.relay, ["cat", "/var/lib/rtunneld/registry/registry.json"])).stdout;
+  const keyX = path.join(w.tmp, `laptop-x-${Date.now()}`);
+  await keygen(keyX, "laptop-x");
+  const aFile = path.join(w.tmp, "a-file");
+  await writeFile(aFile, "not a directory\n");
   for (const [args, pattern] of [
     [["revoke-device", "Bad Name"], /^rtunnel: device name must be/],
     [["revoke-device", "nosuch"], /^rtunnel: no device named nosuch/],
@@ -342,11 +356,27 @@ test.serial("[docker] bad input: one line, non-zero exit, nothing changed on the
     [["add-client", "x", "--key", "/nonexistent.pub", "--devices", "device1"], /^rtunnel: can't read --key/],
     [["add-client", "x", "--key", w.identity, "--devices", "device1"], /PRIVATE key/],
     [["remove-client", "device1"], /^rtunnel: device1 is a device: use revoke-device/],
+    // --out that can't be written: refused before the relay or any device is changed.
+    [["add-client", "laptop-x", "--key", `${keyX}.pub`, "--devices", "device1", "--out", path.join(aFile, "ssh")], /^rtunnel: can't replace .*a-file\/ssh\/config\.d\/rtunnel: a part of its path is a file/],
   ] as const) {
     const r = await cli([...args]);
     t.not(r.code, 0, args.join(" "));
     t.regex(r.stderr.trim(), pattern, args.join(" "));
     t.is(r.stderr.trim().split("\n").length, 1, r.stderr);
   }
+  // This laptop's fragment can't be replaced (config.d is a file): revoke-device stops before the relay's remove.
+  const ssh = path.join(w.home, ".ssh");
+  await rename(path.join(ssh, "config.d"), path.join(ssh, "config.d.saved"));
+  try {
+    await writeFile(path.join(ssh, "config.d"), "a file\n");
+    const r = await cli(["revoke-device", "device1"]);
+    t.is(r.code, 2, r.stderr);
+    t.regex(r.stderr.trim(), /^rtunnel: can't read .*config\.d\/rtunnel: a part of its path is a file/);
+    t.is(r.stderr.trim().split("\n").length, 1, r.stderr);
+  } finally {
+    await rm(path.join(ssh, "config.d"), { force: true });
+    await rename(path.join(ssh, "config.d.saved"), path.join(ssh, "config.d"));
+  }
   t.is((await on(w.relay, ["cat", "/var/lib/rtunneld/registry/registry.json"])).stdout, before);
+  t.is((await on(w.devices.device1, ["docker", "ps", "-q", "--filter", "name=^rtunnel$"])).stdout.trim().length > 0, true, "device1's agent still runs");
 });

@@ -1,11 +1,12 @@
 // The laptop side on disk (provision/laptop.ts) in temp directories, and the CLI's surface
 // (help, exit codes, one-line errors) without Docker.
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { lstat, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import test from "ava";
 import { defaultClientName } from "../provision/enroll.ts";
-import { applyLaptop, laptopPaths, pinnedDeviceKey, planLaptop, type LaptopChange } from "../provision/laptop.ts";
+import { ExitError } from "../provision/errors.ts";
+import { applyLaptop, atomicWrite, laptopPaths, pinnedDeviceKey, planLaptop, readLaptop, type LaptopChange } from "../provision/laptop.ts";
 import { parseRelayFacts } from "../provision/relayFacts.ts";
 import { run } from "./bed/docker.ts";
 import { repoRoot } from "./bed/paths.ts";
@@ -70,6 +71,51 @@ test("--ssh-dir outside home: absolute paths, and a path ssh_config can't hold i
   const bad = laptopPaths({ home: h, sshDir: path.join(h, "we%ird"), windows: false });
   await t.throwsAsync(planLaptop(bad, change(h)), { message: /can't be written into ssh_config safely/ });
   await t.throwsAsync(readdir(path.join(h, "we%ird")), { code: "ENOENT" });
+});
+
+test("pinned keys are written before the Host blocks, and the Include last", async (t) => {
+  const h = await home(t);
+  const p = laptopPaths({ home: h, windows: false });
+  const written = await applyLaptop(p, await planLaptop(p, change(h)));
+  t.deepEqual(written, [p.knownHosts, p.fragment, p.config]);
+});
+
+test("a symlinked ~/.ssh/config (a dotfile manager's) is written through to its target: the link stays a link", async (t) => {
+  const h = await home(t);
+  await mkdir(path.join(h, ".ssh"));
+  await mkdir(path.join(h, "dotfiles"));
+  const mine = "Host work\n  User me\n";
+  const target = path.join(h, "dotfiles", "ssh_config");
+  await writeFile(target, mine, { mode: 0o644 });
+  await symlink(path.join("..", "dotfiles", "ssh_config"), path.join(h, ".ssh", "config"));
+  await enrollLaptop(h, change(h));
+  t.true((await lstat(path.join(h, ".ssh", "config"))).isSymbolicLink());
+  const after = await readFile(target, "utf8");
+  t.regex(after, /^# Added by rtunnel.*\nInclude ~\/\.ssh\/config\.d\/rtunnel\n/);
+  t.true(after.endsWith(mine));
+  t.is((await stat(target)).mode & 0o777, 0o644, "the target keeps its mode");
+  t.is(await readFile(path.join(h, ".ssh", "config.rtunnel-backup"), "utf8"), mine);
+  t.deepEqual((await readdir(path.join(h, "dotfiles"))).sort(), ["ssh_config"], "no temp file left beside the target");
+  // A dangling link gets its target created.
+  const dangling = path.join(h, "link");
+  await symlink(path.join(h, "dotfiles", "new"), dangling);
+  await atomicWrite(dangling, "x\n");
+  t.true((await lstat(dangling)).isSymbolicLink());
+  t.is(await readFile(path.join(h, "dotfiles", "new"), "utf8"), "x\n");
+});
+
+test("laptop files that can't be read or replaced stop enrollment's preflight with one line, and nothing is written", async (t) => {
+  const h = await home(t);
+  const p = laptopPaths({ home: h, windows: false });
+  await mkdir(p.sshDir);
+  await writeFile(path.join(p.sshDir, "config.d"), "a file, not a directory\n");
+  const e = await t.throwsAsync(readLaptop(p), { instanceOf: ExitError });
+  t.regex(e?.message ?? "", /^can't (read|replace) .*config\.d\/rtunnel: a part of its path is a file, not a directory: move that file away; nothing was changed$/);
+  t.is(e?.code, 2);
+  await rm(path.join(p.sshDir, "config.d"));
+  await mkdir(p.config);
+  await t.throwsAsync(readLaptop(p), { instanceOf: ExitError, message: /^can't read .*config: it is a directory: move it away; nothing was changed$/ });
+  t.deepEqual((await readdir(p.sshDir)).sort(), ["config"]);
 });
 
 test("relay facts: the file's {host, port, hostKey} or Pulumi's relayHost/relayPort/relayHostKey; bad ones named", (t) => {
