@@ -11,7 +11,7 @@ import { ExitError, EXIT } from "./errors.ts";
 import { deviceThroughTunnel, laptopDevices, openFleet, withRelay, type Fleet, type FleetOptions } from "./fleet.ts";
 import { atomicWrite, checkWritable } from "./laptop.ts";
 import { sh } from "./proc.ts";
-import type { RelayEntry } from "./relay.ts";
+import { unconfirmedCutWarning, type RelayEntry } from "./relay.ts";
 import { keyHeldElsewhere } from "./registry.ts";
 import {
   ensureInclude,
@@ -228,12 +228,13 @@ export async function removeClient(o: RemoveClientOptions): Promise<RemoveClient
     // The key's line, to find it in the devices' authorized_keys: the relay keeps only the fingerprint
     // in `list`, so the devices are searched for a line whose key has that fingerprint.
     f.log(`relay: removing client ${name} (${entry.fingerprint}); its live sessions end now`);
-    await relay.remove(name);
+    const cut = unconfirmedCutWarning(name, await relay.remove(name));
+    if (cut) f.log(cut);
     let deauthorizedOn: string[] = [];
-    let warnings: string[] = [];
+    let warnings: string[] = cut ? [cut] : [];
     if (!o.skipDeviceKeys) {
       const entries = mine.filter((m) => granted.includes(m.name));
-      ({ done: deauthorizedOn, warnings } = await onDevices(f, entries, `removing ${name}'s key`, async (d) => {
+      const off = await onDevices(f, entries, `removing ${name}'s key`, async (d) => {
         const lines = (await d.run('cat "$HOME/.ssh/authorized_keys" 2>/dev/null || true')).stdout.split("\n");
         for (const line of lines) {
           const m = /(?:^|\s)([a-z0-9@.-]+) ([A-Za-z0-9+/]+={0,2})(?:\s|$)/.exec(line);
@@ -245,7 +246,9 @@ export async function removeClient(o: RemoveClientOptions): Promise<RemoveClient
             // not a key line we can read: left alone
           }
         }
-      }));
+      });
+      deauthorizedOn = off.done;
+      warnings = [...warnings, ...off.warnings];
     }
     return { removed: name, fingerprint: entry.fingerprint, deauthorizedOn, warnings };
   });

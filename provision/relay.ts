@@ -113,7 +113,8 @@ export class RelayAdmin {
     return this.call(["add-device", name, ...(o.replace ? ["--replace"] : [])], `${keyLine}\n`);
   }
 
-  remove(name: string): Promise<{ removed: string }> {
+  /** `sessionsEnded` is false when the relay's reaper did not confirm the live sessions ended. */
+  remove(name: string): Promise<{ removed: string; sessionsEnded?: boolean }> {
     return this.call(["remove", name]);
   }
 
@@ -128,4 +129,10 @@ export class RelayAdmin {
   dispose(): void {
     this.ssh.dispose();
   }
+}
+
+/** The one line to show when `remove` could not confirm that live sessions ended. */
+export function unconfirmedCutWarning(name: string, removed: { sessionsEnded?: boolean }): string | undefined {
+  if (removed.sessionsEnded !== false) return undefined;
+  return `warning: the relay refuses ${name}'s key from now on, but did not confirm that its open sessions ended: restart the relay container to be sure`;
 }

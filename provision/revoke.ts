@@ -11,6 +11,7 @@ import { atomicWrite, checkWritable, configPaths, readLaptopFile } from "./lapto
 import { revokedDevices } from "./list.ts";
 import { sh } from "./proc.ts";
 import { hostKeyAlias, parseKnownHosts, renderConfig, renderKnownHosts, validateDeviceName, type DeviceEntry } from "./sshConfig.ts";
+import { unconfirmedCutWarning } from "./relay.ts";
 
 export interface RevokeOptions extends FleetOptions {
   name: string;
@@ -109,7 +110,8 @@ export async function revokeDevice(o: RevokeOptions): Promise<RevokeResult> {
       }
     }
     f.log(`relay: removing ${name} (${entry.fingerprint}); its sessions end now`);
-    await relay.remove(name);
+    const cut = unconfirmedCutWarning(name, await relay.remove(name));
+    if (cut) warn(cut);
     return { removedFromRelay: true, deviceCleaned: cleaned };
   });
 

@@ -5,6 +5,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/
 import os from "node:os";
 import path from "node:path";
 import test from "ava";
+import { unconfirmedCutWarning } from "../provision/relay.ts";
 import { deauthorizeScript, droppedDevices } from "../provision/clients.ts";
 import { parsePublicKey, type PublicKey } from "../provision/validate.ts";
 import { resolveAudit } from "../provision/audit.ts";
@@ -134,4 +135,10 @@ test("narrowing a client's grant drops exactly the devices it no longer lists", 
   t.deepEqual(droppedDevices(["a", "b", "c"], ["b"]), ["a", "c"]);
   t.deepEqual(droppedDevices(["a"], ["a", "b"]), []);
   t.deepEqual(droppedDevices([], ["a"]), []);
+});
+
+test("remove: a relay that could not confirm the cut gets a warning naming what to do; a confirmed or older answer none", (t) => {
+  t.regex(unconfirmedCutWarning("raspi", { sessionsEnded: false }) ?? "", /did not confirm that its open sessions ended: restart the relay container/);
+  t.is(unconfirmedCutWarning("raspi", { sessionsEnded: true }), undefined);
+  t.is(unconfirmedCutWarning("raspi", {}), undefined);
 });
