@@ -288,11 +288,18 @@ async function pushImage(device: Device, image: string, size: number, progress: 
     : undefined;
   const mb = (n: number) => (n / 1e6).toFixed(1);
   let sent = 0;
-  bar?.start(size, 0, { value_mb: mb(0), total_mb: mb(size) });
+  // The image's size is an estimate of the `docker save` stream (tar headers add a little):
+  // the total grows with the stream rather than showing more than 100%.
+  let total = size;
+  bar?.start(total, 0, { value_mb: mb(0), total_mb: mb(total) });
   try {
     await device.loadImage(save.stdout, (n) => {
       sent += n;
-      bar?.update(Math.min(sent, size), { value_mb: mb(sent), total_mb: mb(size) });
+      if (sent > total) {
+        total = sent;
+        bar?.setTotal(total);
+      }
+      bar?.update(sent, { value_mb: mb(sent), total_mb: mb(total) });
     });
   } finally {
     bar?.stop();
