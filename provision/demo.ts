@@ -1,8 +1,8 @@
 // `npm run demo`: the no-cloud way in. With nothing but Docker it starts a relay and a device
 // (a container with its own sshd and dockerd) on a local network, enrolls the device with the
 // same function `npm run enroll-device` runs, and prints (and runs) the ssh line that works.
-// `npm run demo -- down` removes every container, network and volume labelled rtunnel.demo,
-// and the .rtunnel-demo folder. The user's ~/.ssh is never touched: --ssh-dir is
+// `npm run demo -- down` removes every container, network and volume labelled rtunnel.demo
+// with its instance name, and its .rtunnel-demo folder. The user's ~/.ssh is never touched: --ssh-dir is
 // .rtunnel-demo/ssh. Linux: the demo reaches containers by their bridge addresses.
 //
 // It reuses the test bed's Docker plumbing (engine, debootstrap base image, builds) and the
@@ -17,12 +17,18 @@ import { enrollDevice } from "./enroll.ts";
 import { ExitError } from "./errors.ts";
 
 export const DEMO_LABEL = "rtunnel.demo";
-const demoDir = path.join(repoRoot, ".rtunnel-demo");
-const NET = "rtunnel-demo";
-const RELAY = "rtunnel-demo-relay";
-const DEVICE = "rtunnel-demo-raspi";
-const VOLUME = "rtunnel-demo-state";
-const label = ["--label", DEMO_LABEL];
+// One demo per instance name: the default for people, another for the demo's own test, so
+// `npm test` never tears down a demo someone is using in the same checkout.
+const INSTANCE = process.env.RTUNNEL_DEMO_INSTANCE ?? "rtunnel-demo";
+const badInstance = /^rtunnel-demo(-[a-z0-9]{1,20})?$/.test(INSTANCE)
+  ? undefined
+  : `RTUNNEL_DEMO_INSTANCE must be rtunnel-demo or rtunnel-demo-SUFFIX (a-z, 0-9) (got "${INSTANCE}")`;
+const demoDir = path.join(repoRoot, `.${INSTANCE}`);
+const NET = INSTANCE;
+const RELAY = `${INSTANCE}-relay`;
+const DEVICE = `${INSTANCE}-raspi`;
+const VOLUME = `${INSTANCE}-state`;
+const label = ["--label", `${DEMO_LABEL}=${INSTANCE}`];
 
 const say = (line: string) => process.stderr.write(`demo: ${line}\n`);
 
@@ -32,7 +38,7 @@ async function keygen(file: string, comment: string): Promise<string> {
 }
 
 export async function demoDown(): Promise<number> {
-  const ids = async (kind: string[]) => (await docker([...kind, "-q", "--filter", `label=${DEMO_LABEL}`], { check: false })).stdout.split("\n").filter(Boolean);
+  const ids = async (kind: string[]) => (await docker([...kind, "-q", "--filter", `label=${DEMO_LABEL}=${INSTANCE}`], { check: false })).stdout.split("\n").filter(Boolean);
   const containers = await ids(["ps", "-a"]);
   if (containers.length) await docker(["rm", "-f", "-v", ...containers]);
   const networks = await ids(["network", "ls"]);
@@ -98,6 +104,7 @@ export async function demoUp(): Promise<string> {
 
 async function main(cmd: string | undefined): Promise<number> {
   try {
+    if (badInstance) throw new ExitError(2, badInstance);
     if (cmd === "down") await demoDown();
     else if (cmd === undefined || cmd === "up") process.stdout.write(`${await demoUp()}\n`);
     else {
