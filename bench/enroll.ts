@@ -8,7 +8,8 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { RELAY_CONTAINER_PORT } from "../infra/relayContainer.ts";
-import { buildImage, exec, repoRoot, run, waitFor } from "../test/bed/index.ts";
+import { buildImage, exec, run, waitFor } from "../test/bed/index.ts";
+import { runCli } from "../test/provision/cli.ts";
 import { DEVICE_RUN_FLAGS } from "../test/provision/deviceFixture.ts";
 import type { Row, Section } from "./results.ts";
 import type { World } from "./world.ts";
@@ -52,11 +53,9 @@ export async function benchEnroll(w: World, o: { runs: number; log: (l: string) 
       await run("bash", ["-c", `${ssh} sudo docker rmi ${w.images.agent}`], { timeoutMs: 60_000 });
       await rm(`${tmp}/kh${i}`, { force: true });
 
-      const env: NodeJS.ProcessEnv = { ...process.env, HOME: home, USERPROFILE: home };
-      delete env.SSH_AUTH_SOCK;
       const args = [name, "--host", deviceIp, "--user", "pi", "--relay", relayFile, "--image", w.images.agent, "--client", "bench-operator", "--accept-new", "--json"];
       const t1 = Date.now();
-      const r = await run(process.execPath, ["--import", "tsx", path.join(repoRoot, "provision", "cli.ts"), "enroll-device", ...args], { env, check: false, cwd: repoRoot, timeoutMs: 300_000 });
+      const r = await runCli(["enroll-device", ...args], { home, timeoutMs: 300_000 });
       const total = (Date.now() - t1) / 1000;
       if (r.code !== 0) throw new Error(`enroll-device exited ${r.code}: ${r.stderr.trim().split("\n").slice(-3).join(" / ")}`);
       totals.push(total);

@@ -13,7 +13,8 @@ import test, { type ExecutionContext } from "ava";
 import { relayRunArgs } from "../infra/relayContainer.ts";
 import { RelayAdmin } from "../provision/relay.ts";
 import { parseRelayFacts } from "../provision/relayFacts.ts";
-import { buildImage, createNatTopology, docker, ensureDocker, repoRoot, run, Scope, waitFor, type Topology } from "./bed/index.ts";
+import { buildImage, createNatTopology, docker, ensureDocker, Scope, waitFor, type Topology } from "./bed/index.ts";
+import { runCli } from "./provision/cli.ts";
 import { DEVICE_RUN_FLAGS } from "./provision/deviceFixture.ts";
 
 const keygen = async (file: string, comment: string) => {
@@ -94,10 +95,8 @@ test.after.always(async () => {
 
 /** The CLI as a person runs it, with HOME pointing at the test's home (no --ssh-dir: the default ~/.ssh). */
 async function enroll(args: string[]) {
-  const env: NodeJS.ProcessEnv = { ...process.env, HOME: bed.home, USERPROFILE: bed.home };
-  delete env.SSH_AUTH_SOCK;
   const started = Date.now();
-  const r = await run(process.execPath, ["--import", "tsx", path.join(repoRoot, "provision", "cli.ts"), "enroll-device", ...args], { env, check: false, cwd: repoRoot, timeoutMs: 180_000 });
+  const r = await runCli(["enroll-device", ...args], { home: bed.home });
   return { ...r, ms: Date.now() - started };
 }
 const base = (name: string, host: string) => [name, "--host", host, "--user", "pi", "--relay", bed.relayFile, "--image", bed.agentImage, "--client", "office-laptop"];

@@ -17,8 +17,9 @@ import { applyLaptop, laptopPaths, planLaptop } from "../provision/laptop.ts";
 import { RelayAdmin } from "../provision/relay.ts";
 import { parseRelayFacts, type RelayFacts } from "../provision/relayFacts.ts";
 import { parsePublicKey } from "../provision/validate.ts";
-import { buildImage, docker, ensureDocker, repoRoot, run, Scope, waitFor } from "./bed/index.ts";
+import { buildImage, docker, ensureDocker, Scope, waitFor } from "./bed/index.ts";
 import { createFleetNet, type FleetNet } from "./fleet/world.ts";
+import { runCli } from "./provision/cli.ts";
 import { DEVICE_RUN_FLAGS } from "./provision/deviceFixture.ts";
 
 const keygen = async (file: string, comment: string) => {
@@ -144,9 +145,7 @@ test.after.always(async () => {
 
 /** The CLI as a person runs it, HOME = the operator's home. */
 async function cli(args: string[]) {
-  const env: NodeJS.ProcessEnv = { ...process.env, HOME: w.home, USERPROFILE: w.home };
-  delete env.SSH_AUTH_SOCK;
-  return run(process.execPath, ["--import", "tsx", path.join(repoRoot, "provision", "cli.ts"), ...args, "--relay", w.relayFile], { env, check: false, cwd: repoRoot, timeoutMs: 180_000 });
+  return runCli([...args, "--relay", w.relayFile], { home: w.home });
 }
 const on = (c: string, cmd: string[], timeoutMs = 30_000) => w.scope.exec(c, cmd, { check: false, timeoutMs });
 const status = async () => {

@@ -8,9 +8,8 @@ import { defaultClientName } from "../provision/enroll.ts";
 import { ExitError } from "../provision/errors.ts";
 import { applyLaptop, atomicWrite, laptopPaths, pinnedDeviceKey, planLaptop, readLaptop, type LaptopChange } from "../provision/laptop.ts";
 import { parseRelayFacts } from "../provision/relayFacts.ts";
-import { run } from "./bed/docker.ts";
-import { repoRoot } from "./bed/paths.ts";
 import { parsePublicKey } from "../provision/validate.ts";
+import { runCli } from "./provision/cli.ts";
 
 const KEY = parsePublicKey("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG2cck8EOaHbiWbCBdjzWCjhONoEIKmWbfJB/kHOsUrH x");
 
@@ -133,7 +132,7 @@ test("client names default to a relay-safe laptop-HOSTNAME", (t) => {
 });
 
 test("the CLI: --help lists the commands and exits 0; bad input is one line and exit 2", async (t) => {
-  const cli = (args: string[]) => run(process.execPath, ["--import", "tsx", path.join(repoRoot, "provision", "cli.ts"), ...args], { check: false, cwd: repoRoot });
+  const cli = (args: string[]) => runCli(args);
   const help = await cli(["--help"]);
   t.is(help.code, 0);
   t.regex(help.stdout, /enroll-device \[options\] <name>/);
