@@ -12,14 +12,9 @@ import { promisify } from "node:util";
 import { relayRunArgs, RELAY_CONTAINER_PORT } from "../infra/relayContainer.ts";
 import { renderAgentEnv } from "../provision/device.ts";
 import { ensureInclude, hostKeyAlias, knownHostsPattern, renderConfig, renderKnownHosts } from "../provision/sshConfig.ts";
-import { buildImage, createNatTopology, docker, exec, run, waitFor, type RunResult, type Scope, type Topology } from "../test/bed/index.ts";
+import { buildImage, createNatTopology, docker, exec, keygen, run, waitFor, type RunResult, type Scope, type Topology } from "../test/bed/index.ts";
 
 export const RELAY_ALIAS_MUX_CONFIG = "/root/.ssh/config.mux";
-
-export async function keygen(file: string, comment: string): Promise<string> {
-  await promisify(execFile)("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", file]);
-  return (await readFile(`${file}.pub`, "utf8")).trim();
-}
 
 const blob = (pub: string) => {
   const [type = "", base64 = ""] = pub.trim().split(/\s+/);

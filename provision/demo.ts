@@ -7,11 +7,10 @@
 //
 // It reuses the test bed's Docker plumbing (engine, debootstrap base image, builds) and the
 // device fixture's run flags for now.
-import { existsSync } from "node:fs";
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { relayRunArgs } from "../infra/relayContainer.ts";
-import { buildImage, docker, ensureDocker, repoRoot, run, waitFor } from "../test/bed/index.ts";
+import { buildImage, docker, ensureDocker, keygen, repoRoot, run, waitFor } from "../test/bed/index.ts";
 import { DEVICE_RUN_FLAGS } from "../test/provision/deviceFixture.ts";
 import { enrollDevice } from "./enroll.ts";
 import { ExitError } from "./errors.ts";
@@ -31,11 +30,6 @@ const VOLUME = `${INSTANCE}-state`;
 const label = ["--label", `${DEMO_LABEL}=${INSTANCE}`];
 
 const say = (line: string) => process.stderr.write(`demo: ${line}\n`);
-
-async function keygen(file: string, comment: string): Promise<string> {
-  if (!existsSync(file)) await run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", file]);
-  return (await readFile(`${file}.pub`, "utf8")).trim();
-}
 
 export async function demoDown(): Promise<number> {
   const ids = async (kind: string[]) => (await docker([...kind, "-q", "--filter", `label=${DEMO_LABEL}=${INSTANCE}`], { check: false })).stdout.split("\n").filter(Boolean);

@@ -4,23 +4,16 @@
 // device by its LAN address as a laptop at home would, and the relay by its public address),
 // and an office laptop behind the other router that gets nothing but the ~/.ssh enrollment
 // wrote. One topology, relay and device serve every case (test.serial), in order.
-import { execFile } from "node:child_process";
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { promisify } from "node:util";
 import test, { type ExecutionContext } from "ava";
 import { relayRunArgs } from "../infra/relayContainer.ts";
 import { RelayAdmin } from "../provision/relay.ts";
 import { parseRelayFacts } from "../provision/relayFacts.ts";
-import { buildImage, createNatTopology, docker, ensureDocker, Scope, waitFor, type Topology } from "./bed/index.ts";
+import { buildImage, createNatTopology, docker, ensureDocker, keygen, Scope, waitFor, type Topology } from "./bed/index.ts";
 import { runCli } from "./provision/cli.ts";
 import { DEVICE_RUN_FLAGS } from "./provision/deviceFixture.ts";
-
-const keygen = async (file: string, comment: string) => {
-  await promisify(execFile)("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", file]);
-  return (await readFile(`${file}.pub`, "utf8")).trim();
-};
 
 interface Bed {
   scope: Scope;

@@ -5,11 +5,10 @@
 // agent container sharing its network namespace, its key made on it. Laptop A carries the
 // operator's ~/.ssh; laptop B gets only what `add-client --out` wrote. One world for every
 // case (test.serial), in order.
-import { execFile, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { promisify } from "node:util";
 import test from "ava";
 import { relayRunArgs } from "../infra/relayContainer.ts";
 import { enrollDevice } from "../provision/enroll.ts";
@@ -17,15 +16,10 @@ import { applyLaptop, laptopPaths, planLaptop } from "../provision/laptop.ts";
 import { RelayAdmin } from "../provision/relay.ts";
 import { parseRelayFacts, type RelayFacts } from "../provision/relayFacts.ts";
 import { parsePublicKey } from "../provision/validate.ts";
-import { buildImage, docker, ensureDocker, Scope, waitFor } from "./bed/index.ts";
+import { buildImage, docker, ensureDocker, keygen, Scope, waitFor } from "./bed/index.ts";
 import { createFleetNet, type FleetNet } from "./fleet/world.ts";
 import { runCli } from "./provision/cli.ts";
 import { DEVICE_RUN_FLAGS } from "./provision/deviceFixture.ts";
-
-const keygen = async (file: string, comment: string) => {
-  await promisify(execFile)("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", file]);
-  return (await readFile(`${file}.pub`, "utf8")).trim();
-};
 
 interface World {
   scope: Scope;

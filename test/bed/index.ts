@@ -6,6 +6,7 @@ import { ensureEngine } from "./engine.ts";
 export { BASE_IMAGE, ensureBaseImage } from "./baseImage.ts";
 export { docker, exec, inspect, run, CommandError, type RunResult, type RunOptions } from "./docker.ts";
 export { ensureCommand, ensureEngine } from "./engine.ts";
+export { keygen } from "./keys.ts";
 export { buildImage, imageTag, type ProjectImage } from "./images.ts";
 export { Scope, leftovers, useScope, sweepAll } from "./scope.ts";
 export { createNatTopology, type Site, type Topology } from "./topology.ts";

@@ -1,27 +1,11 @@
 // A relay started exactly as the cloud starts it (relayRunArgs), and a client container with
 // the real OpenSSH 10 client that plays the devices and the laptops. Keys are made inside the
 // client, so nothing here depends on the host's ssh.
+import { chmod, mkdtemp, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import path from "node:path";
-import { docker, exec, type RunResult, type Scope, waitFor } from "../bed/index.ts";
-import { buildImage } from "../bed/images.ts";
-import { withLock } from "../bed/lock.ts";
-import { repoRoot } from "../bed/paths.ts";
+import { buildImage, docker, exec, type RunResult, type Scope, waitFor } from "../bed/index.ts";
 import { RELAY_CONTAINER_PORT, relayRunArgs } from "../../infra/relayContainer.ts";
-
-const CLIENT_TAG = "rtunnel/relay-client:test";
-let clientBuilt: Promise<string> | undefined;
-
-/** test/relay/client: openssh-client, a loopback sshd (the "device's own" sshd) and ssh-audit. */
-export function buildClientImage(): Promise<string> {
-  clientBuilt ??= withLock("build-relay-client", async () => {
-    await docker(["build", "--quiet", "--tag", CLIENT_TAG, path.join(repoRoot, "test", "relay", "client")], {
-      timeoutMs: 20 * 60_000,
-      env: { ...process.env, DOCKER_BUILDKIT: process.env.DOCKER_BUILDKIT ?? "0" },
-    });
-    return CLIENT_TAG;
-  });
-  return clientBuilt;
-}
 
 export interface Relay {
   container: string;
@@ -70,7 +54,7 @@ export function sshArgv(relayHost: string, key: string, user: string, opts: read
 
 /** Relay + client on a fresh network; the host key is mounted read-only as in the cloud. */
 export async function startRelay(scope: Scope, { clientFlags = [] as string[], mountHostKey = true } = {}): Promise<Relay> {
-  const [image, clientImage] = await Promise.all([buildImage("rtunneld"), buildClientImage()]);
+  const [image, clientImage] = await Promise.all([buildImage("rtunneld"), buildImage("relay-client")]);
   const network = await scope.network("relaynet");
   const volume = await scope.volume("relaystate");
   const client = await scope.run([
@@ -79,8 +63,6 @@ export async function startRelay(scope: Scope, { clientFlags = [] as string[], m
   // Host key and admin key are made in the client; the relay gets them through files the
   // host mounts, exactly like the cloud's /etc/rtunneld.
   await exec(client, ["sh", "-c", "ssh-keygen -q -t ed25519 -N '' -C admin -f /k/admin && ssh-keygen -q -t ed25519 -N '' -C relay -f /k/host"]);
-  const { mkdtemp, writeFile, chmod } = await import("node:fs/promises");
-  const { tmpdir } = await import("node:os");
   const dir = await mkdtemp(path.join(tmpdir(), "rtunnel-relay-"));
   const hostKeyFile = path.join(dir, "ssh_host_ed25519_key");
   const adminKeysFile = path.join(dir, "admin_keys");
