@@ -1,22 +1,42 @@
-// `npm run testbed -- prepare|sweep`: the test bed's steps by hand (CI prepares once up front
-// so the first test's timeout doesn't include a debootstrap, and sweeps at the end).
-import { buildImage, ensureBaseImage, ensureEngine, leftovers, sweepAll, waitFor } from "./index.ts";
+// `npm run testbed -- prepare|fresh-base|sweep|check`: the test bed's steps by hand (CI
+// prepares once up front so the first test's timeout doesn't include a debootstrap, builds
+// a base from nothing once per run, and sweeps at the end).
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { buildImage, docker, ensureBaseImage, ensureEngine, leftovers, sweepAll, waitFor } from "./index.ts";
+import { imageProblem } from "./baseImage.ts";
 
-const usage = "usage: npm run testbed -- prepare | sweep | check";
+const usage = "usage: npm run testbed -- prepare | fresh-base | sweep | check";
+const say = (line: string) => console.error(`testbed: ${line}`);
 
 async function main(command: string | undefined): Promise<void> {
   switch (command) {
     case "prepare": {
       await ensureEngine();
-      console.error(`base image debian:trixie-slim: ${await ensureBaseImage()}`);
-      for (const name of ["rtunneld", "rtunnel", "host"]) {
+      say(`base image debian:trixie-slim: ${await ensureBaseImage({ log: say })}`);
+      for (const name of ["rtunneld", "rtunnel", "host", "device", "relay-client"]) {
         const started = Date.now();
-        try {
-          console.error(`built ${await buildImage(name)} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-        } catch (e) {
-          if (!String(e).includes("no Dockerfile")) throw e;
-          console.error(`skipping ${name}: ${String(e)}`);
-        }
+        say(`built ${await buildImage(name)} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+      }
+      return;
+    }
+    case "fresh-base": {
+      // What a new machine does: debootstrap from an empty cache, import, check. Under a tag
+      // of its own, so other runs on this engine keep building on debian:trixie-slim.
+      await ensureEngine();
+      const cache = await mkdtemp(path.join(os.tmpdir(), "rtunnel-fresh-cache-"));
+      const tag = `rtunnel/base-check:${process.pid}`;
+      const started = Date.now();
+      try {
+        const outcome = await ensureBaseImage({ tag, cache, noPull: true, log: say });
+        if (outcome !== "built") throw new Error(`expected a build from an empty cache, got ${outcome}`);
+        const problem = await imageProblem(tag);
+        if (problem) throw new Error(`the freshly built base is bad: ${problem}`);
+        say(`a base built from an empty cache in ${((Date.now() - started) / 1000).toFixed(0)} s has a 0755 root`);
+      } finally {
+        await docker(["image", "rm", "--force", tag], { check: false });
+        await rm(cache, { recursive: true, force: true });
       }
       return;
     }

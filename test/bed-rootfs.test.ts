@@ -1,0 +1,48 @@
+// The base image's root filesystem step without Docker or debootstrap: a tree made with
+// mkdtemp (mode 0700, as debootstrap's target was) is packed with a 0755 root entry, and a
+// tarball whose root entry is 0700 is recognised as the bad base it would make.
+import { mkdir, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import test from "ava";
+import { run } from "./bed/docker.ts";
+import { firstTarEntry, packRootfs, rootEntryProblem } from "./bed/rootfs.ts";
+
+async function tree(t: { teardown: (f: () => Promise<void>) => void }) {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "rtunnel-rootfs-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const root = await mkdtemp(path.join(dir, "root-"));
+  await mkdir(path.join(root, "etc"));
+  await writeFile(path.join(root, "etc", "hostname"), "x\n");
+  return { dir, root };
+}
+
+test("a mkdtemp tree (mode 0700) is packed with a 0755 root directory as its first entry", async (t) => {
+  const { dir, root } = await tree(t);
+  t.is((await stat(root)).mode & 0o777, 0o700, "the precondition: mkdtemp makes 0700");
+  const tarball = path.join(dir, "rootfs.tar.gz");
+  await packRootfs(root, tarball);
+  const first = await firstTarEntry(tarball);
+  t.deepEqual(first, { name: "./", mode: 0o755, type: "5" });
+  t.is(rootEntryProblem(first), undefined);
+  // tar itself agrees (the same check a person runs: tar -tzvf ... | head -1).
+  const listed = (await run("sh", ["-c", 'tar -tzvf "$1" | head -1', "sh", tarball])).stdout;
+  t.regex(listed, /^drwxr-xr-x .* \.\/\n$/);
+});
+
+test("a tarball whose root entry is 0700 (gzip or plain) is named as a bad base; one without a root entry is fine", async (t) => {
+  const { dir, root } = await tree(t);
+  const gz = path.join(dir, "bad.tar.gz");
+  const plain = path.join(dir, "bad.tar");
+  await run("sh", ["-c", 'tar -C "$1" -c . | gzip -1 > "$2" && tar -C "$1" -cf "$3" .', "sh", root, gz, plain]);
+  for (const f of [gz, plain]) {
+    const first = await firstTarEntry(f);
+    t.is(first?.name, "./");
+    t.regex(rootEntryProblem(first) ?? "", /root directory is mode 0700, not 0755/, f);
+  }
+  const noRoot = path.join(dir, "noroot.tar");
+  await run("sh", ["-c", 'tar -C "$1" -cf "$2" etc', "sh", root, noRoot]);
+  t.is((await firstTarEntry(noRoot))?.name, "etc/");
+  t.is(rootEntryProblem(await firstTarEntry(noRoot)), undefined);
+  t.is(rootEntryProblem({ name: "./", mode: 0o644, type: "0" }), 'its root entry "./" is not a directory');
+});
