@@ -8,6 +8,11 @@ export const RELAY_HOST_KEY_PATH = "/etc/rtunneld/ssh_host_ed25519_key";
 export const RELAY_ADMIN_KEYS_PATH = "/etc/rtunneld/admin_keys";
 export const RELAY_STATE_PATH = "/var/lib/rtunneld";
 export const DEFAULT_PORT_RANGE = "20000-29999";
+/**
+ * The entrypoint prints this line (with more after it) once sshd LISTENS on the container
+ * port, not before: whoever starts a relay waits for it, then connects at once.
+ */
+export const RELAY_READY_LINE = `rtunneld: ready: sshd listening on port ${RELAY_CONTAINER_PORT}`;
 
 export interface RelayRunOptions {
   /** Image reference: a local tag in tests, `repo@sha256:...` in the cloud. */

@@ -11,7 +11,8 @@ export { buildImage, imageTag, type ProjectImage } from "./images.ts";
 export { Scope, leftovers, useScope, sweepAll } from "./scope.ts";
 export { createNatTopology, type Site, type Topology } from "./topology.ts";
 export { repoRoot, cacheDir } from "./paths.ts";
-export { waitFor } from "./poll.ts";
+export { mapLimit, waitFor } from "./poll.ts";
+export { publishedPort, relayKeyFiles, startRelayContainer, waitRelayReady, type RelayContainer, type RelayContainerOptions, type RelayKeyFiles } from "./relay.ts";
 
 /** Engine up and base image present; throws (never skips) when Docker can't be had. */
 export async function ensureDocker(): Promise<void> {

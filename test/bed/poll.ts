@@ -1,12 +1,35 @@
-/** Polls `probe` until it returns true: bounded tries, never a bare sleep. */
+/**
+ * Polls `probe` until it returns true: bounded tries, never a bare sleep, and a loud failure
+ * naming what never happened. The bounds are for a machine that is busy (2 cores shared with
+ * other runs): generous, because they only stop a hang; they measure nothing.
+ * A probe that throws counts as "not yet", unless `rethrow` says the error is final.
+ */
 export async function waitFor(
   what: string,
   probe: () => Promise<boolean>,
-  { tries = 60, intervalMs = 500 }: { tries?: number; intervalMs?: number } = {},
+  { tries = 120, intervalMs = 500, rethrow = false }: { tries?: number; intervalMs?: number; rethrow?: boolean } = {},
 ): Promise<void> {
+  let last: unknown;
   for (let i = 0; i < tries; i++) {
-    if (await probe().catch(() => false)) return;
+    try {
+      if (await probe()) return;
+    } catch (e) {
+      if (rethrow) throw e;
+      last = e;
+    }
     await new Promise((r) => setTimeout(r, intervalMs));
   }
-  throw new Error(`timed out waiting for ${what} (${tries} tries, ${intervalMs} ms apart)`);
+  const why = last instanceof Error ? `; the last probe failed: ${last.message}` : "";
+  throw new Error(`timed out waiting for ${what} (${tries} tries, ${intervalMs} ms apart)${why}`);
+}
+
+/** Runs `fn` over `items` with at most `limit` at a time, results in input order. */
+export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  const lane = async () => {
+    for (let i = next++; i < items.length; i = next++) out[i] = await fn(items[i]!, i);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
+  return out;
 }
