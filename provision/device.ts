@@ -3,6 +3,7 @@
 // anywhere; each change is skipped when the device already has it.
 import { PassThrough, Transform } from "node:stream";
 import type { NodeSSH } from "node-ssh";
+import type { AgentFacts } from "./agentDiagnosis.ts";
 import { ExitError, EXIT } from "./errors.ts";
 import { sh } from "./proc.ts";
 import { parsePublicKey, type PublicKey } from "./validate.ts";
@@ -187,6 +188,15 @@ export class Device {
     if (r.code !== 0) return undefined;
     const [image = "", running] = r.stdout.trim().split(" ");
     return { image, running: running === "true" };
+  }
+
+  /** What the device's Docker says about the agent, for a tunnel that did not come up. */
+  async agentFacts(): Promise<Omit<AgentFacts, "relay">> {
+    const r = await this.run(`docker inspect --format '{{.State.Status}} {{.State.Running}} {{.State.ExitCode}} {{.RestartCount}}' ${AGENT_CONTAINER}`, { root: true, check: false });
+    const [status = "?", running, exitCode = "0", restarts = "0"] = r.stdout.trim().split(" ");
+    const state = r.code === 0 ? { status, running: running === "true", exitCode: Number(exitCode), restartCount: Number(restarts) } : undefined;
+    const logs = state ? await this.run(`docker logs --tail 12 ${AGENT_CONTAINER} 2>&1`, { root: true, check: false }) : undefined;
+    return { state, log: (logs?.stdout ?? "").split("\n").map((l) => l.trimEnd()).filter(Boolean) };
   }
 
   async startAgent(image: string): Promise<void> {

@@ -10,6 +10,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import cliProgress from "cli-progress";
+import { diagnoseAgent } from "./agentDiagnosis.ts";
 import { Device, DEVICE_DIR, renderAgentEnv, type Preflight } from "./device.ts";
 import { ExitError, EXIT } from "./errors.ts";
 import { applyLaptop, configPaths, laptopPaths, pinnedDeviceKey, planLaptopFrom, readLaptop, type LaptopChange } from "./laptop.ts";
@@ -197,8 +198,9 @@ export async function enrollDevice(o: EnrollOptions): Promise<EnrollResult> {
       restart = true;
     }
     step("image on the device");
-    const env = renderAgentEnv({ relayHost: facts.host, relayPort: facts.port, forwardPort: added.port });
-    const known = `${knownHostsPattern(facts.host, facts.port)} ${facts.hostKey.type} ${facts.hostKey.base64}\n`;
+    // The device reaches the relay where devices do (the demo: by the relay's own address).
+    const env = renderAgentEnv({ relayHost: facts.deviceSide.host, relayPort: facts.deviceSide.port, forwardPort: added.port });
+    const known = `${knownHostsPattern(facts.deviceSide.host, facts.deviceSide.port)} ${facts.hostKey.type} ${facts.hostKey.base64}\n`;
     for (const [file, text] of [[`${DEVICE_DIR}/rtunnel.env`, env], [`${DEVICE_DIR}/known_hosts`, known]] as const) {
       if (await device.writeFile(file, text)) {
         changed.device.push(file);
@@ -217,7 +219,8 @@ export async function enrollDevice(o: EnrollOptions): Promise<EnrollResult> {
     step("operator key authorized on the device");
 
     // 10. Wait for the tunnel, then (only then) write the laptop side planned in step 4.
-    await waitOnline(relay, name, timeout);
+    const agentDevice = device;
+    await waitOnline(relay, name, timeout, () => explainAgent(agentDevice, facts.deviceSide, log));
     step("tunnel online");
     changed.laptop = await applyLaptop(paths, planLaptopFrom(paths, laptopState, laptopChange(added.port)));
     step("laptop ssh_config written");
@@ -307,14 +310,27 @@ async function pushImage(device: Device, image: string, size: number, progress: 
   if ((await saved) !== 0) throw new ExitError(EXIT.usage, `docker save ${image} failed: ${Buffer.concat(saveErr).toString().trim()}`);
 }
 
-async function waitOnline(relay: RelayAdmin, name: string, timeoutSec: number): Promise<RelayEntry> {
+async function waitOnline(relay: RelayAdmin, name: string, timeoutSec: number, explain: () => Promise<string>): Promise<RelayEntry> {
   const deadline = Date.now() + timeoutSec * 1000;
   for (;;) {
     const e = (await relay.list()).find((x) => x.name === name);
     if (e?.online) return e;
     if (Date.now() > deadline) {
-      throw new ExitError(EXIT.timeout, `the tunnel of ${name} did not come up within ${timeoutSec} s: see \`sudo docker logs rtunnel\` on the device; re-running enrollment is safe`);
+      throw new ExitError(EXIT.timeout, `the tunnel of ${name} did not come up within ${timeoutSec} s: ${await explain()}; re-running enrollment is safe`);
     }
     await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+/** The agent's state and last lines, printed, and the likely fix as one line (for waitOnline). */
+async function explainAgent(device: Device, relay: RelayFacts["deviceSide"], log: (line: string) => void): Promise<string> {
+  try {
+    const facts = await device.agentFacts();
+    const d = diagnoseAgent({ ...facts, relay });
+    log(`  the agent on ${device.name}: ${d.state}; its last lines:`);
+    for (const line of facts.log) log(`    ${line}`);
+    return `${d.state}; ${d.fix}`;
+  } catch (e) {
+    return `the agent's state could not be read (${e instanceof Error ? e.message : String(e)}): see \`sudo docker logs rtunnel\` on the device`;
   }
 }

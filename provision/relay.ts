@@ -64,6 +64,9 @@ export async function connectRelay(facts: RelayFacts, creds: Credentials, accoun
   return ssh;
 }
 
+/** How long a command keeps retrying to open its channel on a connection that is up. */
+export const CHANNEL_RETRY_MS = 30_000;
+
 export class RelayAdmin {
   private constructor(
     private readonly ssh: NodeSSH,
@@ -83,15 +86,17 @@ export class RelayAdmin {
   /** Runs one admin command; its JSON answer, or an ExitError with the relay's own line. */
   async call<T>(argv: readonly string[], stdin?: string): Promise<T> {
     // The admin account allows one session at a time (MaxSessions 1), and the server may not
-    // have freed the previous command's channel yet when the next one opens: retry briefly.
+    // have freed the previous command's channel yet when the next one opens: retry, up to a
+    // deadline long enough for a relay on a busy machine.
     let r;
+    const deadline = Date.now() + CHANNEL_RETRY_MS;
     for (let attempt = 1; ; attempt++) {
       try {
         r = await this.ssh.execCommand(argv.join(" "), { stdin });
         break;
       } catch (e) {
-        if (attempt >= 5 || !/open failure|open failed/i.test((e as Error).message)) throw e;
-        await new Promise((res) => setTimeout(res, 100 * attempt));
+        if (Date.now() > deadline || !/open failure|open failed/i.test((e as Error).message)) throw e;
+        await new Promise((res) => setTimeout(res, Math.min(100 * attempt, 1000)));
       }
     }
     if (r.code !== 0) {

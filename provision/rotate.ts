@@ -14,6 +14,7 @@
 import { DEVICE_KEY, AGENT_CONTAINER } from "./device.ts";
 import { ExitError, EXIT } from "./errors.ts";
 import { deviceThroughTunnel, laptopDevices, openFleet, withRelay, type FleetOptions } from "./fleet.ts";
+import type { AuditEvent } from "./relay.ts";
 import { sh } from "./proc.ts";
 import { validateDeviceName } from "./sshConfig.ts";
 import { parsePublicKey, validatePort } from "./validate.ts";
@@ -56,6 +57,18 @@ export function switchScript(): string {
   return `setsid sh -c ${sh(job)} >/dev/null 2>&1 </dev/null &\necho started`;
 }
 
+/** Pure: what the relay's records say about a rotation that did not finish. */
+export function rotationStall(events: readonly AuditEvent[], o: { oldFingerprint: string; newFingerprint: string; since: string }): string {
+  const after = events.filter((e) => e.type === "connection" && e.time >= o.since.slice(0, 19));
+  const old = after.filter((e) => e.fingerprint === o.oldFingerprint);
+  const fresh = after.filter((e) => e.fingerprint === o.newFingerprint);
+  if (fresh.length) return `the relay accepted the new key ${fresh.length} time(s) but the tunnel is not held: the agent's forward may be failing`;
+  if (old.length) {
+    return `the device still offers its old key (refused ${old.length} time(s) since the switch, last at ${old.at(-1)!.time}): the new key was not moved into place on the device`;
+  }
+  return "the relay has seen no connection from the device since the switch: it may be offline, or unable to reach the relay";
+}
+
 export async function rotateKey(o: RotateOptions): Promise<RotateResult> {
   const name = validateDeviceName(o.name);
   const timeout = validatePort(o.timeout ?? 60, "--timeout");
@@ -94,7 +107,8 @@ export async function rotateKey(o: RotateOptions): Promise<RotateResult> {
       const now = (await relay.list()).find((e) => e.name === name);
       if (now?.online && now.connectedSince && now.fingerprint === fresh.fingerprint) break;
       if (Date.now() > deadline) {
-        throw new ExitError(EXIT.timeout, `${name} did not come back with its new key within ${timeout} s: see \`sudo docker logs ${AGENT_CONTAINER}\` on the device (the relay takes only ${fresh.fingerprint} now)`);
+        const seen = rotationStall(await relay.audit().catch(() => []), { oldFingerprint: entry.fingerprint, newFingerprint: fresh.fingerprint, since: new Date(replacedAt - 1000).toISOString() });
+        throw new ExitError(EXIT.timeout, `${name} did not come back with its new key within ${timeout} s: ${seen} (the relay takes only ${fresh.fingerprint} now; on the device: sudo docker logs ${AGENT_CONTAINER})`);
       }
       await new Promise((r) => setTimeout(r, 250));
     }

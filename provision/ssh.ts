@@ -66,7 +66,8 @@ export async function connectPinned(target: PinnedTarget, creds: Credentials): P
       username: target.username,
       privateKey,
       agent: creds.agent,
-      readyTimeout: 20_000,
+      // Only a hang guard: a handshake on a busy 2-core relay can take seconds.
+      readyTimeout: 90_000,
       algorithms: { serverHostKey: ["ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "rsa-sha2-512", "rsa-sha2-256"] },
       hostVerifier: (blob: Buffer) => {
         try {
