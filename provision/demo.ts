@@ -3,17 +3,19 @@
 // same function `npm run enroll-device` runs, and prints (and runs) the ssh line that works.
 // `npm run demo -- down` removes every container, network and volume labelled rtunnel.demo
 // with its instance name, and its .rtunnel-demo folder. The user's ~/.ssh is never touched: --ssh-dir is
-// .rtunnel-demo/ssh. Linux: the demo reaches containers by their bridge addresses.
+// .rtunnel-demo/ssh. The laptop side goes through ports published on 127.0.0.1 only, so the
+// same path serves Linux and Docker Desktop.
 //
 // It reuses the test bed's Docker plumbing (engine, debootstrap base image, builds) and the
 // device fixture's run flags for now.
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { relayRunArgs } from "../infra/relayContainer.ts";
-import { buildImage, docker, ensureDocker, keygen, repoRoot, run, waitFor } from "../test/bed/index.ts";
+import { RELAY_CONTAINER_PORT } from "../infra/relayContainer.ts";
+import { buildImage, docker, ensureDocker, keygen, publishedPort, relayKeyFiles, repoRoot, run, startRelayContainer, waitFor } from "../test/bed/index.ts";
 import { DEVICE_RUN_FLAGS } from "../test/provision/deviceFixture.ts";
 import { enrollDevice } from "./enroll.ts";
 import { ExitError } from "./errors.ts";
+import { renderRelayFacts } from "./relayFacts.ts";
 
 export const DEMO_LABEL = "rtunnel.demo";
 // One demo per instance name: the default for people, another for the demo's own test, so
@@ -44,6 +46,19 @@ export async function demoDown(): Promise<number> {
   return containers.length + networks.length + volumes.length;
 }
 
+/** The fleet commands that work against this demo, as a newcomer would type them. */
+export function demoCommands(dir: string): string[] {
+  const rel = path.relative(process.cwd(), dir) || ".";
+  const flags = `--relay ${rel}/relay.json --ssh-dir ${rel}/ssh`;
+  return [
+    `npm run status -- ${flags}`,
+    `npm run audit -- ${flags}`,
+    `npm run rotate-key -- raspi ${flags}`,
+    `npm run add-client -- another-laptop --key ANOTHER.pub --devices raspi ${flags}`,
+    `npm run revoke-device -- raspi ${flags}`,
+  ];
+}
+
 export async function demoUp(): Promise<string> {
   const started = Date.now();
   say("Docker engine and base image");
@@ -58,40 +73,42 @@ export async function demoUp(): Promise<string> {
   await mkdir(relayDir, { recursive: true, mode: 0o700 });
   const identity = path.join(sshDir, "id_ed25519");
   const operatorKey = await keygen(identity, "rtunnel-demo-operator");
-  const relayKeyFile = path.join(relayDir, "ssh_host_ed25519_key");
-  const relayHostKey = await keygen(relayKeyFile, "rtunnel-demo-relay");
-  const adminKeys = path.join(relayDir, "admin_keys");
-  await writeFile(adminKeys, `${operatorKey}\n`);
+  const keys = await relayKeyFiles(relayDir, [operatorKey]);
 
+  // This machine plays the laptop and reaches both containers only through ports published
+  // on 127.0.0.1, the one path Docker Desktop (macOS, Windows) offers as well as Linux. The
+  // device reaches the relay by the relay's own address on the demo network.
   say("starting the relay and the device");
   await docker(["network", "create", ...label, NET]);
   await docker(["volume", "create", ...label, VOLUME]);
-  await docker(relayRunArgs({
-    image: relayImage, containerName: RELAY, publish: "127.0.0.1:0", hostKeyFile: relayKeyFile, adminKeysFile: adminKeys,
-    stateVolume: VOLUME, detach: true, extraFlags: [...label, "--network", NET],
-  }));
-  await docker(["run", "-d", "--name", DEVICE, "--hostname", "raspi", ...label, "--network", NET, ...DEVICE_RUN_FLAGS, deviceImage]);
-  const ip = async (c: string) => (await docker(["inspect", "--format", `{{(index .NetworkSettings.Networks "${NET}").IPAddress}}`, c])).stdout.trim();
-  const [relayIp, deviceIp] = [await ip(RELAY), await ip(DEVICE)];
+  await docker(["run", "-d", "--name", DEVICE, "--hostname", "raspi", ...label, "--network", NET, "-p", "127.0.0.1:0:22", ...DEVICE_RUN_FLAGS, deviceImage]);
+  const relay = await startRelayContainer({
+    image: relayImage, name: RELAY, hostKeyFile: keys.hostKeyFile, adminKeysFile: keys.adminKeysFile, stateVolume: VOLUME, flags: label, network: NET,
+  });
+  const relayIp = (await docker(["inspect", "--format", `{{(index .NetworkSettings.Networks "${NET}").IPAddress}}`, RELAY])).stdout.trim();
   // As a person would with ssh-copy-id: the operator's key may log in as pi on the device.
   await docker(["exec", "-i", DEVICE, "sh", "-c", "install -d -m 700 -o pi -g pi /home/pi/.ssh && cat > /home/pi/.ssh/authorized_keys && chown pi:pi /home/pi/.ssh/authorized_keys"], { input: `${operatorKey}\n` });
   await waitFor("the device's dockerd", async () => (await docker(["exec", DEVICE, "docker", "info"], { check: false })).code === 0);
   await waitFor("the device's sshd", async () => (await docker(["exec", DEVICE, "nc", "-z", "127.0.0.1", "22"], { check: false })).code === 0);
-  await waitFor("the relay's sshd", async () => (await docker(["logs", RELAY], { check: false })).stderr.includes("sshd on port 2222"));
+  const devicePort = await publishedPort(DEVICE, 22);
   const deviceHostKey = (await docker(["exec", DEVICE, "ssh-keygen", "-lf", "/etc/ssh/ssh_host_ed25519_key.pub"])).stdout.split(" ")[1]!;
 
   const relayFile = path.join(demoDir, "relay.json");
-  await writeFile(relayFile, `${JSON.stringify({ host: relayIp, port: 2222, hostKey: relayHostKey }, null, 2)}\n`);
+  await writeFile(relayFile, renderRelayFacts({
+    host: "127.0.0.1", port: relay.publishedPort, hostKey: keys.hostKey, deviceSide: { host: relayIp, port: RELAY_CONTAINER_PORT },
+  }));
   say(`relay facts in ${path.relative(process.cwd(), relayFile)}; enrolling the device (the same code as npm run enroll-device)`);
   const result = await enrollDevice({
-    name: "raspi", host: deviceIp, user: "pi", identity, sshDir, relayFile,
+    name: "raspi", host: "127.0.0.1", port: devicePort, user: "pi", identity, sshDir, relayFile,
     deviceHostKey, image: agentImage, client: "demo-laptop", log: (l) => say(l), progress: true,
   });
   say(`enrolled in ${((Date.now() - started) / 1000).toFixed(0)} s; now: ${result.sshCommand}`);
   const argv = result.sshCommand.split(" ");
-  const proof = await run(argv[0]!, [...argv.slice(1), "hostname"], { check: false, timeoutMs: 30_000 });
+  const proof = await run(argv[0]!, [...argv.slice(1), "hostname"], { check: false, timeoutMs: 120_000 });
   if (proof.code !== 0) throw new ExitError(1, `${result.sshCommand} hostname failed: ${proof.stderr.trim()}`);
   say(`${result.sshCommand} hostname → ${proof.stdout.trim()}`);
+  say("the fleet commands work on the demo too:");
+  for (const line of demoCommands(demoDir)) say(`  ${line}`);
   say("remove everything with: npm run demo -- down");
   return result.sshCommand;
 }

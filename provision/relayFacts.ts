@@ -1,35 +1,79 @@
 // Where the relay is and which host key it must show: `pulumi stack output --json` when the
-// Pulumi CLI is installed, else a JSON file `{host, port, hostKey}` (`--relay FILE`; the demo
-// writes one).
+// Pulumi CLI is installed, else a JSON file `{host, port, hostKey[, deviceSide]}` (`--relay
+// FILE`; the demo writes one).
+import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { ExitError, EXIT } from "./errors.ts";
 import { runLocal } from "./proc.ts";
 import { InputError, parsePublicKey, show, validateHost, validatePort, type PublicKey } from "./validate.ts";
 
+/** Where something reaches the relay's sshd. */
+export interface RelayEndpoint {
+  host: string;
+  port: number;
+}
+
 export interface RelayFacts {
+  /** where laptops (and this CLI) reach the relay */
   host: string;
   port: number;
   hostKey: PublicKey;
+  /**
+   * where devices reach it, when that differs (the demo: the laptop side goes through a port
+   * published on 127.0.0.1, a device by the relay's address on the demo network); else host/port
+   */
+  deviceSide: RelayEndpoint;
   /** where the facts came from, for messages */
   source: string;
 }
 
-/** Pure: checks the three facts, whichever names they came under. */
+const endpoint = (raw: unknown, source: string, what: string): RelayEndpoint => {
+  const o = (typeof raw === "object" && raw !== null ? raw : {}) as Record<string, unknown>;
+  if (typeof o.host !== "string") throw new InputError(`${source}: ${what} "host" must be a string (got ${show(o.host)})`);
+  if (typeof o.port !== "number" && typeof o.port !== "string") throw new InputError(`${source}: ${what} "port" must be a number (got ${show(o.port)})`);
+  return {
+    host: validateHost(o.host, `${source}: ${what} host`),
+    port: validatePort(typeof o.port === "number" ? o.port : o.port.trim(), `${source}: ${what} port`),
+  };
+};
+
+/**
+ * Pure: checks the facts, whichever names they came under: `{host, port, hostKey}` (or the
+ * stack outputs relayHost, relayPort, relayHostKey), and optionally `deviceSide: {host, port}`.
+ */
 export function parseRelayFacts(raw: unknown, source: string): RelayFacts {
   if (typeof raw !== "object" || raw === null) throw new InputError(`${source}: expected a JSON object {host, port, hostKey}`);
   const o = raw as Record<string, unknown>;
-  const host = o.host ?? o.relayHost;
-  const port = o.port ?? o.relayPort;
   const hostKey = o.hostKey ?? o.relayHostKey;
-  if (typeof host !== "string") throw new InputError(`${source}: "host" (or relayHost) must be a string (got ${show(host)})`);
-  if (typeof port !== "number" && typeof port !== "string") throw new InputError(`${source}: "port" (or relayPort) must be a number (got ${show(port)})`);
+  const laptopSide = endpoint({ host: o.host ?? o.relayHost, port: o.port ?? o.relayPort }, source, "relay");
   if (typeof hostKey !== "string") throw new InputError(`${source}: "hostKey" (or relayHostKey) must be a public key line (got ${show(hostKey)})`);
   return {
-    host: validateHost(host, `${source}: relay host`),
-    port: validatePort(typeof port === "number" ? port : port.trim(), `${source}: relay port`),
+    ...laptopSide,
     hostKey: parsePublicKey(hostKey, `${source}: relay host key`),
+    deviceSide: o.deviceSide === undefined ? laptopSide : endpoint(o.deviceSide, source, "deviceSide"),
     source,
   };
+}
+
+/** The JSON of a relay facts file (`--relay FILE`): what parseRelayFacts reads back. */
+export function renderRelayFacts(f: Omit<RelayFacts, "source" | "hostKey"> & { hostKey: string }): string {
+  const same = f.deviceSide.host === f.host && f.deviceSide.port === f.port;
+  return `${JSON.stringify({ host: f.host, port: f.port, hostKey: f.hostKey, ...(same ? {} : { deviceSide: f.deviceSide }) }, null, 2)}\n`;
+}
+
+/** The demo's default instance keeps its facts here (provision/demo.ts). */
+export const DEMO_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", ".rtunnel-demo");
+
+/**
+ * When `npm run demo` is up, the way to point a command at it. Only a hint: the demo's facts
+ * are never used unasked, so a real stack's always win.
+ */
+function demoHint(): string {
+  if (!existsSync(path.join(DEMO_DIR, "relay.json"))) return "";
+  const rel = path.relative(process.cwd(), DEMO_DIR) || ".";
+  return `; for the running demo: --relay ${rel}/relay.json --ssh-dir ${rel}/ssh`;
 }
 
 export async function loadRelayFacts(relayFile: string | undefined, cwd = process.cwd()): Promise<RelayFacts> {
@@ -52,7 +96,7 @@ export async function loadRelayFacts(relayFile: string | undefined, cwd = proces
   try {
     out = await runLocal("pulumi", ["stack", "output", "--json"], { cwd, timeoutMs: 60_000 });
   } catch {
-    throw new ExitError(EXIT.usage, "no relay facts: pass --relay FILE (JSON {host, port, hostKey}) or install the Pulumi CLI and run from the stack's directory");
+    throw new ExitError(EXIT.usage, `no relay facts: pass --relay FILE (JSON {host, port, hostKey}) or install the Pulumi CLI and run from the stack's directory${demoHint()}`);
   }
   if (out.code !== 0) throw new ExitError(EXIT.usage, `pulumi stack output failed: ${out.stderr.trim().split("\n").pop() ?? ""} (or pass --relay FILE)`);
   return parseRelayFacts(JSON.parse(out.stdout) as unknown, "pulumi stack output");
