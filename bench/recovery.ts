@@ -4,7 +4,8 @@
 // clock as this process) is set against the event's time taken here.
 import net from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
-import { docker, exec } from "../test/bed/index.ts";
+import { readFile } from "node:fs/promises";
+import { docker, exec, inspect } from "../test/bed/index.ts";
 import { RELAY_CONTAINER_PORT } from "../infra/relayContainer.ts";
 import type { Row, Section } from "./results.ts";
 import type { World } from "./world.ts";
@@ -62,7 +63,14 @@ async function agentLogSince(w: World, sinceEpochS: number): Promise<string[]> {
   return (l.stdout + l.stderr).split("\n").filter(Boolean);
 }
 
-export async function benchRecovery(w: World, o: { restarts: number; cuts: number; cutSeconds: number }): Promise<Section> {
+/** Whether 127.0.0.1:port listens in the relay's network namespace (read from the host's /proc). */
+async function relayListens(relayPid: number, port: number): Promise<boolean> {
+  const hex = `0100007F:${port.toString(16).toUpperCase().padStart(4, "0")}`;
+  const text = await readFile(`/proc/${relayPid}/net/tcp`, "utf8");
+  return text.split("\n").some((l) => { const c = l.trim().split(/\s+/); return c[1] === hex && c[3] === "0A"; });
+}
+
+export async function benchRecovery(w: World, o: { restarts: number; cuts: number; cutSeconds: number; removes: number }): Promise<Section> {
   const afterStart: number[] = [];
   const afterReturn: number[] = [];
   const bannerAfterReturn: number[] = [];
@@ -108,6 +116,38 @@ export async function benchRecovery(w: World, o: { restarts: number; cuts: numbe
     notes.push(`The agent's log from cut ${i + 1}: ${lines.slice(0, 8).map((l) => `\`${l}\``).join(", ")}.`);
   }
 
+  // remove cuts a live tunnel: a second device key holds `ssh -N -R` from the raspi; the
+  // admin `remove` is timed to its answer (the baseline) and to the port closing on the relay.
+  const cutAfterRemove: number[] = [];
+  const removeAnswered: number[] = [];
+  await exec(w.raspi, ["sh", "-c", "cat > /tmp/relay_known"], { input: `[${ip}]:${RELAY_CONTAINER_PORT} ${w.relayHostKeyPub.split(/\s+/).slice(0, 2).join(" ")}\n` });
+  for (let i = 0; i < o.removes; i++) {
+    const name = `bench-cut-${i}-${Date.now()}`;
+    const pub = (await exec(w.raspi, ["sh", "-c", `rm -f /tmp/${name}*; ssh-keygen -q -t ed25519 -N '' -f /tmp/${name} && cat /tmp/${name}.pub`])).stdout;
+    const added = await w.admin(["add-device", name], pub);
+    if (added.code !== 0) throw new Error(`add-device ${name}: ${added.stderr}`);
+    const port = (JSON.parse(added.stdout) as { port: number }).port;
+    await docker(["exec", "-d", w.raspi, "ssh", "-N", "-F", "/dev/null", "-i", `/tmp/${name}`, "-o", "BatchMode=yes", "-o", "UserKnownHostsFile=/tmp/relay_known",
+      "-o", "StrictHostKeyChecking=yes", "-o", "ExitOnForwardFailure=yes", "-p", String(RELAY_CONTAINER_PORT), "-R", `127.0.0.1:${port}:127.0.0.1:22`, `tunnel@${ip}`]);
+    const pid = Number(await inspect(w.relay, "{{.State.Pid}}"));
+    const deadline = Date.now() + 60_000;
+    while (!(await relayListens(pid, port))) {
+      if (Date.now() > deadline) throw new Error(`the tunnel of ${name} did not come up within 60 s`);
+      await sleep(50);
+    }
+    await sleep(500);
+    const t0 = Date.now();
+    const removed = w.admin(["remove", name]).then((r) => ({ r, at: Date.now() }));
+    while (await relayListens(pid, port)) {
+      if (Date.now() - t0 > 60_000) throw new Error(`remove ${name} did not cut its tunnel within 60 s`);
+      await sleep(20);
+    }
+    cutAfterRemove.push(Date.now() - t0);
+    const { r, at } = await removed;
+    if (r.code !== 0) throw new Error(`remove ${name}: ${r.stderr}`);
+    removeAnswered.push(at - t0);
+  }
+
   const rows: Row[] = [
     {
       name: "relay restart: `docker restart` returned → ssh raspi works", unit: "ms", values: afterReturn,
@@ -116,6 +156,13 @@ export async function benchRecovery(w: World, o: { restarts: number; cuts: numbe
     },
     { name: "relay restart: `docker restart` issued → ssh raspi works", unit: "ms", values: afterStart, note: "includes stopping the container" },
   ];
+  if (cutAfterRemove.length) {
+    rows.push({
+      name: "remove cuts a live tunnel: admin `remove` issued → the device's port closed on the relay", unit: "ms", values: cutAfterRemove,
+      baseline: { name: "the same `remove` answered (its JSON, sessionsEnded: true)", values: removeAnswered },
+      goal: { text: "2 s or less (median)", on: "value", kind: "max", limit: 2000 },
+    });
+  }
   if (cutRelay.length) {
     rows.push({
       name: `uplink silently cut ${o.cutSeconds} s, restored → ssh raspi works`, unit: "ms", values: cutRelay,
@@ -138,6 +185,7 @@ export async function benchRecovery(w: World, o: { restarts: number; cuts: numbe
     method: [
       `Relay restart: ${o.restarts} restarts of the relay container (\`docker restart -t 10\`), each after the tunnel had been up for ${STABLE_MS / 1000} s (the agent resets its backoff after 10 s up). Right after \`docker restart\` returns, the laptop probes \`ssh raspi true\` back to back (\`timeout 5\`, 50 ms apart) while this process polls the relay's port for its SSH banner (the baseline: when the relay itself is back).`,
       `Uplink cut: ${o.cuts} time(s), the raspi's link is cut silently in both directions (iptables DROP on its eth0 in INPUT and OUTPUT, in the network namespace the agent shares: no FIN, no RST, the sshd and the agent see nothing) for ${o.cutSeconds} s, then restored; the laptop probes \`ssh raspi true\` (relay) and \`ssh raspi-direct true\` (the direct baseline, same cut) in parallel from the moment of the restore.`,
+      `Remove: ${o.removes} time(s), a second device key holds \`ssh -N -R\` from the raspi to the relay; the admin \`remove\` is issued and this process polls the relay's socket table (/proc/PID/net/tcp of the relay's namespace, every 20 ms) until the device's port is gone. The baseline is when the same \`remove\` answered (it waits for the reaper to confirm).`,
       "The device side is the real rtunnel agent (images/rtunnel) in the raspi's network namespace: ServerAliveInterval 5 x 2, reconnect with jittered exponential backoff 1 s..30 s; the relay's ClientAliveInterval 5 x 2 frees a dead device's port.",
     ],
     rows,

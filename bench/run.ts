@@ -32,6 +32,7 @@ export interface Plan {
   restarts: number;
   cuts: number;
   cutSeconds: number;
+  removes: number;
   tunnels: number;
   stormRuns: number;
   enrollRuns: number;
@@ -66,6 +67,7 @@ export function plan(argv: readonly string[]): Plan & { out?: string; merge?: st
     restarts: quick ? 2 : 5,
     cuts: quick ? 1 : 2,
     cutSeconds: 20,
+    removes: quick ? 2 : 5,
     stormRuns: 1,
     enrollRuns: quick ? 1 : 2,
   };
@@ -135,7 +137,7 @@ async function main(): Promise<void> {
     if (!netem) notes.push("This kernel has no sch_netem (CONFIG_NET_SCH_NETEM is not set): links were rate-limited with tbf, no delay could be added.");
     await section("connect", "Connect: ssh raspi true", () => benchConnect(world, p.connectRounds));
     await section("throughput", "Throughput: raspi → laptop", () => benchThroughput(world, { bytes: p.bytes, runs: p.throughputRuns, rate: p.rate, netem }));
-    await section("recovery", "Recovery", () => benchRecovery(world, { restarts: p.restarts, cuts: p.cuts, cutSeconds: p.cutSeconds }));
+    await section("recovery", "Recovery", () => benchRecovery(world, { restarts: p.restarts, cuts: p.cuts, cutSeconds: p.cutSeconds, removes: p.removes }));
     // Enrollment before scale: with a thousand devices in the registry, every admin call is slower.
     await section("enroll", "Enrollment: enroll-device on the LAN", () => benchEnroll(world, { runs: p.enrollRuns, log }));
     await section("scale", `Scale: ${p.tunnels} device tunnels on one relay`, () => benchScale(world, { tunnels: p.tunnels, connectRounds: p.quick ? 5 : 10, log }));

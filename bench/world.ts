@@ -9,10 +9,10 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
-import { relayRunArgs, RELAY_CONTAINER_PORT } from "../infra/relayContainer.ts";
+import { RELAY_CONTAINER_PORT } from "../infra/relayContainer.ts";
 import { renderAgentEnv } from "../provision/device.ts";
 import { ensureInclude, hostKeyAlias, knownHostsPattern, renderConfig, renderKnownHosts } from "../provision/sshConfig.ts";
-import { buildImage, createNatTopology, docker, exec, keygen, run, waitFor, type RunResult, type Scope, type Topology } from "../test/bed/index.ts";
+import { buildImage, createNatTopology, docker, exec, keygen, run, startRelayContainer, waitFor, type RunResult, type Scope, type Topology } from "../test/bed/index.ts";
 
 export const RELAY_ALIAS_MUX_CONFIG = "/root/.ssh/config.mux";
 
@@ -79,10 +79,10 @@ export async function startWorld(scope: Scope, log: (l: string) => void): Promis
   await writeFile(path.join(dir, "admin_keys"), `${adminKeyPub}\n`);
 
   const relay = scope.name("relay");
-  await docker(relayRunArgs({
-    image: relayImage, containerName: relay, publish: "127.0.0.1:0", hostKeyFile: relayKey, adminKeysFile: path.join(dir, "admin_keys"),
-    stateVolume: await scope.volume("relay-state"), detach: true, extraFlags: [...scope.flags, "--network", net.internet],
-  }));
+  await startRelayContainer({
+    image: relayImage, name: relay, hostKeyFile: relayKey, adminKeysFile: path.join(dir, "admin_keys"),
+    stateVolume: await scope.volume("relay-state"), flags: scope.flags, network: net.internet,
+  });
   const relayIp = await scope.ip(relay, net.internet);
   const adminKnown = path.join(dir, "admin_known_hosts");
   await writeFile(adminKnown, `[${relayIp}]:${RELAY_CONTAINER_PORT} ${blob(relayHostKeyPub).type} ${blob(relayHostKeyPub).base64}\n`);
@@ -93,7 +93,6 @@ export async function startWorld(scope: Scope, log: (l: string) => void): Promis
       "-o", "ControlMaster=auto", "-o", `ControlPath=${dir}/admin-${lane}-%C`, "-o", "ControlPersist=60",
       `admin@${relayIp}`, ...argv,
     ], { input, check: false, timeoutMs: 60_000 });
-  await waitFor("the relay's admin command", async () => (await admin(["list"])).stdout.trim().startsWith("["), { tries: 60, intervalMs: 250 });
   const added = await admin(["add-device", "raspi"], `${deviceKeyPub}\n`);
   if (added.code !== 0) throw new Error(`add-device raspi: ${added.stderr}`);
   const forwardPort = (JSON.parse(added.stdout) as { port: number }).port;

@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import test from "ava";
-import { buildImage, docker, ensureDocker, inspect, useScope, waitFor } from "./bed/index.ts";
+import { buildImage, docker, ensureDocker, inspect, mapLimit, useScope, waitFor } from "./bed/index.ts";
 import { keypair, startWorld } from "./agent/world.ts";
 import { renderAgentEnv, renderKnownHostsLine } from "./agent/render.ts";
 
@@ -38,7 +38,7 @@ test("[docker] the relay container restarted: the tunnel comes back by itself, a
 
   await docker(["restart", w.relay]);
   t.is(await w.scope.ip(w.relay, w.net.internet), w.relayIp, "the relay kept its address (else this tests nothing)");
-  await w.waitTunnel("the tunnel after the relay restarted", 120);
+  await w.waitTunnel("the tunnel after the relay restarted");
   t.is((await w.sshRaspi(["hostname"])).stdout, "raspi\n");
   const states = statesAfter(await w.agentLog(), before);
   t.true(states.some((l) => l.includes("rtunnel: lost:")), `the agent noticed the loss:\n${states.join("\n")}`);
@@ -58,7 +58,7 @@ test("[docker] the raspi's uplink silently cut for 20 s: the tunnel comes back b
   await w.cutUplink(true);
   await sleep(20_000); // the issue's scenario: 20 s of dropped packets, no FIN
   await w.cutUplink(false);
-  await w.waitTunnel("the tunnel after the uplink came back", 160);
+  await w.waitTunnel("the tunnel after the uplink came back");
   let states = statesAfter(await w.agentLog(), marker);
   t.true(states.some((l) => /lost: Timeout, server .* not responding/.test(l)), `keepalives noticed the dead relay:\n${states.join("\n")}`);
   t.regex(states.at(-1) ?? "", /rtunnel: up: /, states.join("\n"));
@@ -70,7 +70,7 @@ test("[docker] the raspi's uplink silently cut for 20 s: the tunnel comes back b
   marker = (await w.agentLog()).split("\n").length - 1;
   await w.blackholeSession();
   await docker(["restart", w.agent]);
-  await w.waitTunnel("the tunnel after the relay freed the dead session's port", 160);
+  await w.waitTunnel("the tunnel after the relay freed the dead session's port");
   states = statesAfter(await w.agentLog(), marker);
   t.true(states.some((l) => /lost: Error: remote port forwarding failed for listen port/.test(l)), `the port was still held:\n${states.join("\n")}`);
   t.regex(states.at(-1) ?? "", /rtunnel: up: /, states.join("\n"));
@@ -92,7 +92,7 @@ test("[docker] the relay's host key replaced: the agent refuses, logs why, and m
   await waitFor("two refusals in the agent's log", async () => {
     refusals = statesAfter(await w.agentLog(), marker).filter((l) => l.includes("rtunnel: refused: "));
     return refusals.length >= 2;
-  }, { tries: 60, intervalMs: 250 });
+  }, { tries: 480, intervalMs: 250 });
   t.regex(refusals[0]!, /refused: the relay's host key ssh-ed25519 SHA256:\S+ is not the one pinned in \/etc\/rtunnel\/known_hosts \(ED25519 SHA256:\S+\); not connecting/);
   const served = (await w.scope.exec(w.relay, ["cat", "/run/rtunneld/ssh_host_ed25519_key.pub"])).stdout;
   t.not(fingerprint(served), fingerprint(pinned), "the relay really serves another key");
@@ -132,10 +132,10 @@ test("[docker] a malformed env file or a missing key: the container exits with o
     for (const [file, content] of Object.entries({ ...good, ...files })) {
       if (content !== null) writeFileSync(join(conf, file), content, { mode: 0o600 });
     }
-    return docker(["run", "--rm", ...scope.flags, "--network", "none", "-v", `${conf}:/etc/rtunnel:ro`, image, ...args], { check: false, timeoutMs: 60_000 });
+    return docker(["run", "--rm", ...scope.flags, "--network", "none", "-v", `${conf}:/etc/rtunnel:ro`, image, ...args], { check: false, timeoutMs: 120_000 });
   };
 
-  const results = await Promise.all(cases.map((c) => runWith(c.name, c.files)));
+  const results = await mapLimit(cases, 3, (c) => runWith(c.name, c.files));
   cases.forEach((c, i) => {
     const r = results[i]!;
     const lines = (r.stdout + r.stderr).trim().split("\n");
@@ -144,6 +144,16 @@ test("[docker] a malformed env file or a missing key: the container exits with o
     t.regex(lines[0]!, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ rtunnel: FATAL: /, c.name);
     t.regex(lines[0]!, c.line, c.name);
   });
+
+  // An image on which ssh cannot run as its user (a root directory of mode 0700, as a base
+  // tarred from a mkdtemp directory gave on the device's vfs engine): one line, its own code.
+  const conf = mkdtempSync(join(base, "root-0700-"));
+  for (const [file, content] of Object.entries(good)) writeFileSync(join(conf, file), content, { mode: 0o600 });
+  const locked = await docker(["run", "--rm", ...scope.flags, "--network", "none", "-v", `${conf}:/etc/rtunnel:ro`, "--entrypoint", "sh", image, "-c", "chmod 0700 / && exec /usr/local/bin/rtunnel-agent"], { check: false, timeoutMs: 120_000 });
+  const lockedLines = (locked.stdout + locked.stderr).trim().split("\n");
+  t.is(locked.code, 69, lockedLines.join(" | "));
+  t.is(lockedLines.length, 1, lockedLines.join("\n"));
+  t.regex(lockedLines[0]!, /rtunnel: FATAL: ssh cannot run as rtunnel: .*Permission denied.* \(the container's \/ is mode 700, not 755: rebuild the image on a base whose root directory is 0755\)$/);
 
   // Positive control: the same files, good, pass --check with one line per decision.
   const ok = await runWith("good", {}, ["--check"]);
@@ -173,7 +183,7 @@ test("[docker] with the relay unreachable the agent backs off about 1 s, doublin
     log = l.stdout + l.stderr;
     delays = [...log.matchAll(/rtunnel: backing off (\d+\.\d) s/g)].map((m) => Number(m[1]));
     return delays.length >= 4;
-  }, { tries: 80, intervalMs: 250 });
+  }, { tries: 480, intervalMs: 250 });
   // Within [d/2, d] for d = 1, 2, 4, 8 s (printed truncated to 0.1 s).
   [1, 2, 4, 8].forEach((d, i) => {
     t.true(delays[i]! >= d / 2 - 0.1 && delays[i]! <= d, `back-off ${i + 1} is ${delays[i]} s, expected ${d / 2}-${d} s`);

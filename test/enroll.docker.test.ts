@@ -8,10 +8,10 @@ import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from "node:f
 import os from "node:os";
 import path from "node:path";
 import test, { type ExecutionContext } from "ava";
-import { relayRunArgs } from "../infra/relayContainer.ts";
+import { RELAY_CONTAINER_PORT } from "../infra/relayContainer.ts";
 import { RelayAdmin } from "../provision/relay.ts";
 import { parseRelayFacts } from "../provision/relayFacts.ts";
-import { buildImage, createNatTopology, docker, ensureDocker, keygen, Scope, waitFor, type Topology } from "./bed/index.ts";
+import { buildImage, createNatTopology, docker, ensureDocker, keygen, relayKeyFiles, Scope, startRelayContainer, waitFor, type Topology } from "./bed/index.ts";
 import { runCli } from "./provision/cli.ts";
 import { DEVICE_RUN_FLAGS } from "./provision/deviceFixture.ts";
 
@@ -48,15 +48,13 @@ test.before(async () => {
   await writeFile(path.join(home, ".ssh", "config"), USER_CONFIG, { mode: 0o600 });
   const identity = path.join(home, ".ssh", "id_ed25519");
   const operatorKey = await keygen(identity, "operator");
-  const relayKey = path.join(tmp, "relay_host_key");
-  const relayHostKey = await keygen(relayKey, "relay");
-  await writeFile(path.join(tmp, "admin_keys"), `${operatorKey}\n`);
-
+  const keys = await relayKeyFiles(tmp, [operatorKey]);
   const relay = scope.name("relay");
-  await docker(relayRunArgs({
-    image: relayImage, containerName: relay, publish: "127.0.0.1:0", hostKeyFile: relayKey, adminKeysFile: path.join(tmp, "admin_keys"),
-    stateVolume: await scope.volume("relay-state"), detach: true, extraFlags: [...scope.flags, "--network", net.internet],
-  }));
+  await startRelayContainer({
+    image: relayImage, name: relay, hostKeyFile: keys.hostKeyFile, adminKeysFile: keys.adminKeysFile,
+    stateVolume: await scope.volume("relay-state"), flags: scope.flags, network: net.internet,
+  });
+  const relayHostKey = keys.hostKey;
   const device = await net.attach(net.home, scope.name("device"), ["--hostname", "raspi", ...DEVICE_RUN_FLAGS, deviceImage]);
   const noDocker = await net.attach(net.home, scope.name("nodocker"), ["--hostname", "nodocker", hostImage]);
   const laptop = await net.attach(net.office, scope.name("laptop"), ["--hostname", "laptop", "--entrypoint", "sleep", hostImage, "infinity"]);
@@ -66,10 +64,9 @@ test.before(async () => {
   }
   await waitFor("the device's dockerd", async () => (await scope.exec(device, ["docker", "info"], { check: false })).code === 0);
   for (const c of [device, noDocker]) await waitFor(`${c}'s sshd`, async () => (await scope.exec(c, ["nc", "-z", "127.0.0.1", "22"], { check: false })).code === 0);
-  await waitFor("the relay's sshd", async () => (await docker(["logs", relay], { check: false })).stderr.includes("sshd on port 2222"));
   const relayIp = await net.ip(relay, net.internet);
   const relayFile = path.join(tmp, "relay.json");
-  await writeFile(relayFile, JSON.stringify({ host: relayIp, port: 2222, hostKey: relayHostKey }));
+  await writeFile(relayFile, JSON.stringify({ host: relayIp, port: RELAY_CONTAINER_PORT, hostKey: relayHostKey }));
   const deviceFp = (await scope.exec(device, ["ssh-keygen", "-lf", "/etc/ssh/ssh_host_ed25519_key.pub"])).stdout.split(" ")[1]!;
   bed = {
     scope, net, tmp, home, identity, operatorKey, relay, relayIp, relayHostKey, relayFile, device, deviceFp,
@@ -125,7 +122,7 @@ function oneLine(t: ExecutionContext, stderr: string, pattern: RegExp) {
   t.notRegex(stderr, /\n\s+at /, "no stack trace");
 }
 
-const onLaptop = (cmd: string[], timeoutMs = 30_000) => bed.scope.exec(bed.laptop, cmd, { check: false, timeoutMs });
+const onLaptop = (cmd: string[], timeoutMs = 120_000) => bed.scope.exec(bed.laptop, cmd, { check: false, timeoutMs });
 
 test.serial("[docker] enrollment from home writes ~/.ssh so that the office laptop reaches the device through the relay: ssh and scp both ways", async (t) => {
   const r = await enroll([...base("raspi", bed.deviceIp), "--device-host-key", bed.deviceFp]);
@@ -160,7 +157,7 @@ test.serial("[docker] enrollment from home writes ~/.ssh so that the office lapt
   // straight to the device's address (no ProxyJump) fails. Positive control: the home LAN does reach it.
   t.is((await bed.scope.exec(bed.net.home.router, ["nc", "-z", "-w", "3", bed.deviceIp, "22"], { check: false })).code, 0);
   t.not((await onLaptop(["nc", "-z", "-w", "3", bed.deviceIp, "22"])).code, 0, "the laptop opened the device's port 22");
-  const direct = await onLaptop(["ssh", "-o", "ProxyJump=none", "-o", `HostName=${bed.deviceIp}`, "-o", "Port=22", "-o", "ConnectTimeout=5", "raspi", "true"]);
+  const direct = await onLaptop(["ssh", "-o", "ProxyJump=none", "-o", `HostName=${bed.deviceIp}`, "-o", "Port=22", "-o", "ConnectTimeout=10", "raspi", "true"]);
   t.not(direct.code, 0, "ssh without the relay reached the device");
 });
 
@@ -208,7 +205,7 @@ const failures: [string, () => Promise<string[]>, RegExp][] = [
   ["an unknown relay host key", async () => {
     const other = await keygen(path.join(bed.tmp, `other-relay-${Date.now()}`), "impostor");
     const file = path.join(bed.tmp, "wrong-relay.json");
-    await writeFile(file, JSON.stringify({ host: bed.relayIp, port: 2222, hostKey: other }));
+    await writeFile(file, JSON.stringify({ host: bed.relayIp, port: RELAY_CONTAINER_PORT, hostKey: other }));
     return [...base("raspi", bed.deviceIp), "--relay", file];
   }, /^rtunnel: the relay at .* shows host key SHA256:\S+, not the pinned SHA256:\S+ from /],
   ["a relay that refuses the admin key", async () => {
@@ -218,7 +215,7 @@ const failures: [string, () => Promise<string[]>, RegExp][] = [
   }, /^rtunnel: the relay at .* refused the admin key/],
   ["a name already taken by another key", async () => {
     const other = await keygen(path.join(bed.tmp, `taken-${Date.now()}`), "taken");
-    const admin = await RelayAdmin.connect(parseRelayFacts({ host: bed.relayIp, port: 2222, hostKey: bed.relayHostKey }, "test"), { identityFile: bed.identity });
+    const admin = await RelayAdmin.connect(parseRelayFacts({ host: bed.relayIp, port: RELAY_CONTAINER_PORT, hostKey: bed.relayHostKey }, "test"), { identityFile: bed.identity });
     try {
       await admin.addDevice("taken", other);
     } finally {
@@ -242,9 +239,24 @@ for (const [what, args, pattern] of failures) {
   });
 }
 
+test.serial("[docker] a tunnel that does not come up: enrollment prints the agent's state and last lines and the likely fix; a re-run with the right facts heals it", async (t) => {
+  // The device is told to reach the relay on a port where nothing listens.
+  const wrong = path.join(bed.tmp, "relay-wrong-device-side.json");
+  await writeFile(wrong, JSON.stringify({ host: bed.relayIp, port: RELAY_CONTAINER_PORT, hostKey: bed.relayHostKey, deviceSide: { host: bed.relayIp, port: RELAY_CONTAINER_PORT + 1 } }));
+  const args = (relayFile: string) => ["raspi", "--host", bed.deviceIp, "--user", "pi", "--relay", relayFile, "--image", bed.agentImage, "--client", "office-laptop"];
+  const r = await enroll([...args(wrong), "--timeout", "20"]);
+  t.is(r.code, 6, r.stderr);
+  oneLine(t, r.stderr, new RegExp(`^rtunnel: the tunnel of raspi did not come up within 20 s: agent container running, restarted 0 times; the device cannot reach the relay at ${bed.relayIp.replace(/\./g, "\\.")}:${RELAY_CONTAINER_PORT + 1}: .*re-running enrollment is safe$`));
+  t.regex(r.stderr, /\n {2}the agent on raspi: agent container running, restarted 0 times; its last lines:\n/);
+  t.regex(r.stderr, /\n {4}\S+ rtunnel: lost: ssh: connect to host \S+ port 2223: Connection refused/);
+  const healed = await enroll(args(bed.relayFile));
+  t.is(healed.code, 0, healed.stderr);
+  t.is((await onLaptop(["ssh", "raspi", "hostname"])).stdout.trim(), "raspi");
+});
+
 test.serial("[docker] with the relay gone, the laptop can't reach the device at all", async (t) => {
   t.is((await onLaptop(["ssh", "raspi", "true"])).code, 0, "positive control");
   await docker(["stop", "-t", "1", bed.relay]);
-  const r = await onLaptop(["ssh", "-o", "ConnectTimeout=5", "raspi", "true"]);
+  const r = await onLaptop(["ssh", "-o", "ConnectTimeout=30", "raspi", "true"], 120_000);
   t.not(r.code, 0);
 });

@@ -36,7 +36,9 @@ test("[docker] a relay recreated on the same volume keeps its devices, ports, cl
   t.regex(w.stdout, /^SSH-2\.0-/);
 });
 
-test("[docker] remove cuts a device's live tunnel within 2 s, and the device cannot come back", async (t) => {
+test("[docker] remove cuts a device's live tunnel, and the device cannot come back", async (t) => {
+  // How fast the cut is belongs to the bench (bench/RESULTS.md, "remove cuts a live tunnel"):
+  // here, that it happens and holds.
   const scope = useScope(t);
   const r = await startRelay(scope);
   const { port } = await r.adminJson<{ port: number }>(["add-device", "raspi"], await r.key("raspi"));
@@ -44,15 +46,11 @@ test("[docker] remove cuts a device's live tunnel within 2 s, and the device can
   await r.tunnel("raspi", port);
   await r.tunnel("other", other.port);
 
-  const started = Date.now();
   t.deepEqual(await r.adminJson(["remove", "raspi"]), { removed: "raspi", sessionsEnded: true });
-  await waitFor("the removed device's port to close", async () => !(await r.listening(port)), { tries: 40, intervalMs: 50 });
-  const seconds = (Date.now() - started) / 1000;
-  t.log(`tunnel cut ${seconds.toFixed(2)} s after remove was called`);
-  t.true(seconds <= 2, `took ${seconds} s`);
+  await waitFor("the removed device's port to close", async () => !(await r.listening(port)), { tries: 480, intervalMs: 250 });
   // Its ssh process saw the connection end (it exits rather than hanging on).
   await waitFor("the device's ssh to exit", async () =>
-    !(await exec(r.client, ["pgrep", "-f", "--", `-R 127.0.0.1:${port}:`], { check: false })).stdout.trim(), { tries: 20, intervalMs: 250 });
+    !(await exec(r.client, ["pgrep", "-f", "--", `-R 127.0.0.1:${port}:`], { check: false })).stdout.trim(), { tries: 480, intervalMs: 250 });
 
   const again = await r.ssh("raspi", "tunnel", ["-N", "-o", "ExitOnForwardFailure=yes", "-R", `127.0.0.1:${port}:127.0.0.1:22`]);
   t.is(again.code, 255);
@@ -70,17 +68,23 @@ test("[docker] a revoked device retrying in a loop from a shared address does no
   await r.adminJson(["remove", "revoked"]);
   await r.tunnel("steady", steady.port);
 
-  // The same client container (one source address) hammers with the revoked key for 10 s:
-  // with OpenSSH's default PerSourcePenalties (authfail 5 s, enforced past 15 s) the address
-  // would be refused after a handful of attempts.
+  // The same client container (one source address) tries the revoked key in a loop until
+  // told to stop. With OpenSSH's default PerSourcePenalties (5 s per failed authentication,
+  // enforced once 15 s have accrued) the address would be refused after the third attempt;
+  // the neighbour below connects from it after at least ten, while the loop still runs.
+  const bound = 5000;
   const loop = sshArgv(r.container, "revoked", "tunnel", ["-N", "-R", `127.0.0.1:${revoked.port}:127.0.0.1:22`]).map((a) => `'${a}'`).join(" ");
-  const hammer = exec(r.client, ["sh", "-c", `n=0; end=$(($(date +%s) + 10)); while [ $(date +%s) -lt $end ]; do ${loop} 2>/dev/null; n=$((n+1)); done; echo $n`], { timeoutMs: 60_000 });
-  await new Promise((res) => setTimeout(res, 6000));
+  const hammer = exec(r.client, ["sh", "-c", `n=0; while [ ! -f /tmp/hammer.stop ] && [ $n -lt ${bound} ]; do ${loop} 2>>/tmp/hammer.err; n=$((n+1)); echo $n > /tmp/hammer.count; done; echo $n`], { timeoutMs: 900_000 });
+  const count = async () => Number((await exec(r.client, ["cat", "/tmp/hammer.count"], { check: false })).stdout.trim() || 0);
+  await waitFor("ten refused attempts", async () => (await count()) >= 10, { tries: 480, intervalMs: 250 });
   // While it hammers, a neighbour connects from the same address and gets its tunnel.
   await r.tunnel("late", late.port);
-  const attempts = Number((await hammer).stdout.trim());
-  t.log(`the revoked key tried ${attempts} times in 10 s`);
-  t.true(attempts >= 10, `only ${attempts} attempts: the loop did not hammer`);
+  const during = await count();
+  await exec(r.client, ["touch", "/tmp/hammer.stop"]);
+  const total = Number((await hammer).stdout.trim());
+  t.log(`the neighbour connected after ${during} refused attempts of the revoked key (${total} in all)`);
+  t.true(total < bound, "the loop ran out before the neighbour connected: nothing was proven");
+  t.regex((await exec(r.client, ["cat", "/tmp/hammer.err"])).stdout, /Permission denied \(publickey\)/, "the attempts were refused logins");
   t.true(await r.listening(steady.port), "the established tunnel survived");
   t.true(await r.listening(late.port), "the neighbour connected");
   t.false(await r.listening(revoked.port));
@@ -120,7 +124,7 @@ test("[docker] a live laptop connection loses what its grant loses: a narrowed g
   await r.holdForward("alice", 18100, d2.port);
   t.regex(await r.readThrough(18100), /^SSH-2\.0/, "alice reaches dev2 through her held forward");
   t.deepEqual(await r.adminJson(["add-client", "alice", "--devices", "dev1"], alice), { name: "alice", devices: ["dev1"], sessionsEnded: true });
-  await waitFor("alice's held forward to dev2 to end", async () => !(await r.holding(18100)), { tries: 40, intervalMs: 100 });
+  await waitFor("alice's held forward to dev2 to end", async () => !(await r.holding(18100)), { tries: 480, intervalMs: 250 });
   t.is(await r.readThrough(18100), "");
   const narrowed = await r.ssh("alice", "jump", ["-W", `127.0.0.1:${d2.port}`]);
   t.is(narrowed.code, 255);
@@ -139,7 +143,7 @@ test("[docker] a live laptop connection loses what its grant loses: a narrowed g
   await r.holdForward("bob", 18103, d2.port);
   t.deepEqual(await r.adminJson(["remove", "dev2"]), { removed: "dev2", sessionsEnded: true });
   for (const lp of [18101, 18102, 18103]) {
-    await waitFor(`the held forward ${lp} to end`, async () => !(await r.holding(lp)), { tries: 40, intervalMs: 100 });
+    await waitFor(`the held forward ${lp} to end`, async () => !(await r.holding(lp)), { tries: 480, intervalMs: 250 });
   }
   // The next device gets a port never used before, not dev2's; dev2's port stays unreachable.
   const d3 = await add("dev3");
@@ -230,7 +234,7 @@ test("[docker] links, records and FIFOs planted by the key lookup's user (rtkeys
 
   // The reaper prunes them (asked now instead of in 30 s) and ends alice's sessions.
   await exec(r.container, ["sh", "-c", "echo prune > /run/rtunneld/reap"]);
-  await waitFor("the reaper to prune", async () => /rtunneld-reaper: pruned [1-9]/.test((await docker(["logs", r.container])).stderr), { tries: 40, intervalMs: 250 });
+  await waitFor("the reaper to prune", async () => /rtunneld-reaper: pruned [1-9]/.test((await docker(["logs", r.container])).stderr), { tries: 480, intervalMs: 250 });
   t.deepEqual(await r.adminJson(["remove", "alice"]), { removed: "alice", sessionsEnded: true }, "the reaper still answers");
   const after = JSON.parse(await r.registry()) as { devices: Record<string, unknown>; clients: Record<string, unknown> };
   t.deepEqual(Object.keys(after.devices), ["dev1"], "the registry survived");
@@ -240,7 +244,7 @@ test("[docker] links, records and FIFOs planted by the key lookup's user (rtkeys
   t.regex((await exec(r.container, ["stat", "-c", "%F %s", target])).stdout, /^regular file [1-9]/);
 });
 
-test("[docker] the relay never runs without its reaper: remove reports sessionsEnded false when the reaper does not confirm, and the container exits when the reaper, the log reader or sshd dies; docker stop is prompt", async (t) => {
+test("[docker] the relay never runs without its reaper: remove reports sessionsEnded false when the reaper does not confirm, and the container exits when the reaper, the log reader or sshd dies; SIGTERM stops it cleanly", async (t) => {
   t.timeout(3 * 60_000);
   const scope = useScope(t);
   const r = await startRelay(scope);
@@ -258,9 +262,8 @@ test("[docker] the relay never runs without its reaper: remove reports sessionsE
   t.deepEqual(JSON.parse(res.stdout), { removed: "dev2", sessionsEnded: false });
   t.regex(res.stderr, /warning: the reaper did not confirm/);
 
-  const started = Date.now();
+  // SIGTERM is handled: exit 0. Ignored, docker would SIGKILL after 10 s and report 137.
   await docker(["stop", "-t", "10", r.container]);
-  t.true(Date.now() - started < 5000, `docker stop took ${Date.now() - started} ms`);
   t.is(await inspect(r.container, "{{.State.ExitCode}}"), "0");
 
   for (const [what, pattern, signal] of [
@@ -271,7 +274,7 @@ test("[docker] the relay never runs without its reaper: remove reports sessionsE
     await docker(["rm", "-f", r.container]);
     await r.restart();
     await exec(r.container, ["kill", `-${signal}`, await pidOf(pattern)]);
-    await waitFor(`the relay to exit after ${what} died`, async () => (await inspect(r.container, "{{.State.Running}}")) === "false", { tries: 40, intervalMs: 250 });
+    await waitFor(`the relay to exit after ${what} died`, async () => (await inspect(r.container, "{{.State.Running}}")) === "false", { tries: 480, intervalMs: 250 });
     t.is(await inspect(r.container, "{{.State.ExitCode}}"), "15", what);
     t.regex((await docker(["logs", r.container])).stderr, new RegExp(`rtunneld: FATAL: ${what.replace(/[()]/g, "\\$&")} exited`), what);
   }
@@ -281,7 +284,7 @@ test("[docker] RTUNNELD_PORT_RANGE that includes the relay's own port 2222 is re
   const scope = useScope(t);
   const r = await startRelay(scope);
   const name = await r.runVariant({ portRange: "2000-3000" });
-  await waitFor("the misconfigured relay to exit", async () => (await inspect(name, "{{.State.Running}}")) === "false", { tries: 40, intervalMs: 250 });
+  await waitFor("the misconfigured relay to exit", async () => (await inspect(name, "{{.State.Running}}")) === "false", { tries: 480, intervalMs: 250 });
   t.is(await inspect(name, "{{.State.ExitCode}}"), "10");
   const logs = await docker(["logs", name]);
   t.is(logs.stdout, "");

@@ -39,7 +39,7 @@ export function renderLaptopConfig(o: { relayHost: string; relayPort: number; fo
     "  BatchMode yes",
     "  StrictHostKeyChecking yes",
     "  UserKnownHostsFile /root/.ssh/known_hosts",
-    "  ConnectTimeout 5",
+    "  ConnectTimeout 60",
     "",
   ].join("\n");
 }

@@ -6,8 +6,8 @@ import { execFileSync } from "node:child_process";
 import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { relayRunArgs, RELAY_CONTAINER_PORT } from "../../infra/relayContainer.ts";
-import { buildImage, createNatTopology, docker, run, waitFor, type RunResult, type Scope, type Topology } from "../bed/index.ts";
+import { RELAY_CONTAINER_PORT } from "../../infra/relayContainer.ts";
+import { buildImage, createNatTopology, docker, publishedPort, run, startRelayContainer, waitFor, type RunResult, type Scope, type Topology } from "../bed/index.ts";
 import { renderAgentEnv, renderKnownHostsLine, renderLaptopConfig } from "./render.ts";
 
 export interface KeyPair {
@@ -50,7 +50,7 @@ export interface World {
    * returns its local port. New sessions pass.
    */
   blackholeSession(): Promise<number>;
-  /** Resolves once `ssh raspi true` works (bounded: `tries` probes 250 ms apart). */
+  /** Resolves once `ssh raspi true` works (bounded: `tries` probes, 250 ms between them). */
   waitTunnel(what: string, tries?: number): Promise<void>;
   /** Silently cuts (drops, no FIN/RST) or restores the raspi's uplink at the home router. */
   cutUplink(cut: boolean): Promise<void>;
@@ -68,30 +68,23 @@ export async function startWorld(scope: Scope): Promise<World> {
   writeFileSync(join(dir, "admin_keys"), `${adminKey.pub}\n`);
 
   const relay = scope.name("relay");
-  await docker(relayRunArgs({
-    image: relayImage,
-    containerName: relay,
-    publish: "127.0.0.1:",
-    hostKeyFile: relayHostKey.file,
-    adminKeysFile: join(dir, "admin_keys"),
-    stateVolume: await scope.volume("relay-state"),
-    detach: true,
-    extraFlags: [...scope.flags, "--network", net.internet],
-  }));
+  await startRelayContainer({
+    image: relayImage, name: relay, hostKeyFile: relayHostKey.file, adminKeysFile: join(dir, "admin_keys"),
+    stateVolume: await scope.volume("relay-state"), flags: scope.flags, network: net.internet,
+  });
   const relayIp = await scope.ip(relay, net.internet);
 
   const adminKnownHosts = join(dir, "admin_known_hosts");
   const admin = async (argv: readonly string[], input?: string): Promise<string> => {
-    const port = (await docker(["port", relay, `${RELAY_CONTAINER_PORT}/tcp`])).stdout.trim().split("\n")[0]!.split(":").pop()!;
-    writeFileSync(adminKnownHosts, renderKnownHostsLine("127.0.0.1", Number(port), readFileSync(`${relayHostKey.file}.pub`, "utf8")));
+    const port = await publishedPort(relay);
+    writeFileSync(adminKnownHosts, renderKnownHostsLine("127.0.0.1", port, readFileSync(`${relayHostKey.file}.pub`, "utf8")));
     const r = await run("ssh", [
-      "-F", "none", "-i", adminKey.file, "-p", port, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-      "-o", "StrictHostKeyChecking=yes", "-o", `UserKnownHostsFile=${adminKnownHosts}`, "-o", "ConnectTimeout=5",
+      "-F", "none", "-i", adminKey.file, "-p", String(port), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+      "-o", "StrictHostKeyChecking=yes", "-o", `UserKnownHostsFile=${adminKnownHosts}`, "-o", "ConnectTimeout=60",
       "admin@127.0.0.1", ...argv,
-    ], { input, timeoutMs: 30_000 });
+    ], { input, timeoutMs: 180_000 });
     return r.stdout;
   };
-  await waitFor("the relay's admin command", async () => (await admin(["list"])).trim().startsWith("["));
   const added = JSON.parse(await admin(["add-device", "raspi"], `${deviceKey.pub}\n`)) as { port: number };
   await admin(["add-client", "laptop", "--devices", "raspi"], `${clientKey.pub}\n`);
   const forwardPort = added.port;
@@ -121,7 +114,7 @@ export async function startWorld(scope: Scope): Promise<World> {
     input: renderLaptopConfig({ relayHost: relayIp, relayPort: RELAY_CONTAINER_PORT, forwardPort, identity: "/root/.ssh/client" }),
   });
 
-  const sshRaspi = (argv: readonly string[], timeoutMs = 20_000) =>
+  const sshRaspi = (argv: readonly string[], timeoutMs = 120_000) =>
     scope.exec(laptop, ["ssh", "raspi", ...argv], { check: false, timeoutMs });
   return {
     scope, net, dir, relay, relayIp, relayHostKey, device, agent, laptop, forwardPort, admin, sshRaspi,
@@ -144,8 +137,8 @@ export async function startWorld(scope: Scope): Promise<World> {
       await scope.exec(net.home.router, ["iptables", "-I", "FORWARD", "-d", deviceIp, "-p", "tcp", "--dport", port, "-j", "DROP"]);
       return ports[0]!;
     },
-    async waitTunnel(what, tries = 60) {
-      await waitFor(what, async () => (await sshRaspi(["true"], 10_000)).code === 0, { tries, intervalMs: 250 });
+    async waitTunnel(what, tries = 480) {
+      await waitFor(what, async () => (await sshRaspi(["true"], 60_000)).code === 0, { tries, intervalMs: 250 });
     },
   };
 }

@@ -4,8 +4,8 @@
 import { chmod, mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { buildImage, docker, exec, type RunResult, type Scope, waitFor } from "../bed/index.ts";
-import { RELAY_CONTAINER_PORT, relayRunArgs } from "../../infra/relayContainer.ts";
+import { buildImage, docker, exec, type RunResult, type Scope, startRelayContainer, waitFor } from "../bed/index.ts";
+import { RELAY_CONTAINER_PORT } from "../../infra/relayContainer.ts";
 
 export interface Relay {
   container: string;
@@ -43,7 +43,7 @@ export interface Relay {
 
 const SSH_OPTS = [
   "-F", "none", "-o", "UserKnownHostsFile=/k/known_hosts", "-o", "StrictHostKeyChecking=yes",
-  "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "LogLevel=INFO", "-o", "ConnectTimeout=10",
+  "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "LogLevel=INFO", "-o", "ConnectTimeout=60",
   "-p", String(RELAY_CONTAINER_PORT),
 ];
 
@@ -73,11 +73,9 @@ export async function startRelay(scope: Scope, { clientFlags = [] as string[], m
   const container = scope.name("relay");
 
   const startContainer = async () => {
-    await docker(relayRunArgs({
-      image, containerName: container, publish: "127.0.0.1:", hostKeyFile: mountHostKey ? hostKeyFile : undefined, adminKeysFile, stateVolume: volume,
-      detach: true, extraFlags: [...scope.flags, "--network", network],
-    }));
-    await waitFor("the relay's sshd", async () => (await docker(["logs", container])).stderr.includes("Server listening on 0.0.0.0 port 2222"), { tries: 60, intervalMs: 250 });
+    await startRelayContainer({
+      image, name: container, hostKeyFile: mountHostKey ? hostKeyFile : undefined, adminKeysFile, stateVolume: volume, flags: scope.flags, network,
+    });
   };
   await startContainer();
   if (!mountHostKey) hostKey = (await exec(container, ["cat", "/run/rtunneld/ssh_host_ed25519_key.pub"])).stdout.split(" ").slice(0, 2).join(" ");
@@ -87,8 +85,8 @@ export async function startRelay(scope: Scope, { clientFlags = [] as string[], m
   const relay: Relay = {
     container, volume, network, client, hostKey,
     ssh: (key, user, opts, command = [], input = undefined) =>
-      exec(client, sshArgv(container, key, user, opts, command), { check: false, input, timeoutMs: 30_000 }),
-    admin: (words, input) => exec(client, sshArgv(container, "admin", "admin", ["-T"], words), { check: false, input, timeoutMs: 30_000 }),
+      exec(client, sshArgv(container, key, user, opts, command), { check: false, input, timeoutMs: 180_000 }),
+    admin: (words, input) => exec(client, sshArgv(container, "admin", "admin", ["-T"], words), { check: false, input, timeoutMs: 180_000 }),
     async adminJson<T>(words: readonly string[], input?: string | Buffer) {
       const r = await relay.admin(words, input);
       if (r.code !== 0) throw new Error(`admin ${words.join(" ")} exited ${r.code}: ${r.stderr.trim()}`);
@@ -113,27 +111,26 @@ export async function startRelay(scope: Scope, { clientFlags = [] as string[], m
       await docker(["exec", "-d", client, ...sshArgv(container, key, "tunnel", [
         "-N", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=5", "-R", `127.0.0.1:${port}:127.0.0.1:22`,
       ])]);
-      await waitFor(`the tunnel of ${key} on port ${port}`, () => relay.listening(port), { tries: 40, intervalMs: 250 });
+      await waitFor(`the tunnel of ${key} on port ${port}`, () => relay.listening(port), { tries: 480, intervalMs: 250 });
     },
     async restart() {
       await startContainer();
     },
     async runVariant({ portRange }) {
       const name = scope.name("relayvariant");
-      await docker(relayRunArgs({
-        image, containerName: name, publish: "127.0.0.1:", hostKeyFile, adminKeysFile, stateVolume: await scope.volume("variantstate"),
-        portRange, detach: true, extraFlags: [...scope.flags, "--network", network],
-      }));
+      await startRelayContainer({
+        image, name, hostKeyFile, adminKeysFile, stateVolume: await scope.volume("variantstate"), portRange, flags: scope.flags, network, wait: false,
+      });
       return name;
     },
     async holdForward(key, localPort, port) {
       await docker(["exec", "-d", client, ...sshArgv(container, key, "jump", [
         "-N", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=5", "-L", `127.0.0.1:${localPort}:127.0.0.1:${port}`,
       ])]);
-      await waitFor(`the forward ${localPort} of ${key}`, async () => (await exec(client, ["nc", "-z", "127.0.0.1", String(localPort)], { check: false })).code === 0, { tries: 40, intervalMs: 250 });
+      await waitFor(`the forward ${localPort} of ${key}`, async () => (await exec(client, ["nc", "-z", "127.0.0.1", String(localPort)], { check: false })).code === 0, { tries: 480, intervalMs: 250 });
     },
     async readThrough(localPort) {
-      return (await exec(client, ["sh", "-c", `nc -w 3 127.0.0.1 ${localPort} </dev/null | head -c 7`], { check: false, timeoutMs: 20_000 })).stdout;
+      return (await exec(client, ["sh", "-c", `nc -w 30 127.0.0.1 ${localPort} </dev/null | head -c 7`], { check: false, timeoutMs: 120_000 })).stdout;
     },
     async holding(localPort) {
       return (await exec(client, ["pgrep", "-f", "--", `-L 127.0.0.1:${localPort}:`], { check: false })).stdout.trim() !== "";
