@@ -7,10 +7,10 @@
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { RELAY_CONTAINER_PORT } from "../infra/relayContainer.ts";
-import { buildImage, exec, run, waitFor } from "../test/bed/index.ts";
-import { runCli } from "../test/provision/cli.ts";
-import { DEVICE_RUN_FLAGS } from "../test/provision/deviceFixture.ts";
+import { RELAY_CONTAINER_PORT } from "../lib/contract/relay.ts";
+import { buildImage, exec, run, waitFor } from "../lib/fixtures/index.ts";
+import { runCli } from "../lib/fixtures/index.ts";
+import { DEVICE_RUN_FLAGS } from "../lib/fixtures/index.ts";
 import type { Row, Section } from "./results.ts";
 import type { World } from "./world.ts";
 import { median } from "./stats.ts";

@@ -3,7 +3,7 @@
 // processes, pid counts and limit hits, and CPU seconds per process while something runs.
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
-import { inspect } from "../test/bed/index.ts";
+import { inspect } from "../lib/fixtures/index.ts";
 import type { ProfileLine } from "./results.ts";
 
 const CLK_TCK = 100;

@@ -5,8 +5,8 @@
 import net from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { readFile } from "node:fs/promises";
-import { docker, exec, inspect } from "../test/bed/index.ts";
-import { RELAY_CONTAINER_PORT } from "../infra/relayContainer.ts";
+import { docker, exec, inspect } from "../lib/fixtures/index.ts";
+import { RELAY_CONTAINER_PORT } from "../lib/contract/relay.ts";
 import type { Row, Section } from "./results.ts";
 import type { World } from "./world.ts";
 import { median } from "./stats.ts";

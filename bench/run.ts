@@ -10,7 +10,7 @@ import { mkdir, readFile, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { docker, ensureDocker, exec, repoRoot, run, Scope } from "../test/bed/index.ts";
+import { docker, ensureDocker, exec, repoRoot, run, Scope } from "../lib/fixtures/index.ts";
 import { benchConnect } from "./connect.ts";
 import { benchEnroll } from "./enroll.ts";
 import { benchRecovery } from "./recovery.ts";

@@ -6,8 +6,8 @@
 // reset after 10 s up) and the agent's ssh options.
 import { readFile } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
-import { RELAY_CONTAINER_PORT } from "../infra/relayContainer.ts";
-import { docker, exec, inspect } from "../test/bed/index.ts";
+import { RELAY_CONTAINER_PORT } from "../lib/contract/relay.ts";
+import { docker, exec, inspect } from "../lib/fixtures/index.ts";
 import { connectCommands, parseTimings, timingScript } from "./connect.ts";
 import { containerMemoryBytes, containerPidStats, containerPss, containerPssBy } from "./procs.ts";
 import type { Row, Section } from "./results.ts";

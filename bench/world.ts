@@ -1,25 +1,17 @@
-// The bench's world: the test bed's NAT topology, the relay run exactly as infra/relayContainer.ts
-// says, a raspi (its own sshd) behind the home router with the real rtunnel agent in its network
-// namespace, and a laptop behind the office router whose ~/.ssh is what provision/ renders for
-// users. One bench-only addition: a port forward on the home router (WAN:2200 -> raspi:22), so the
-// laptop can also reach the SAME sshd directly, over the same two routers and the same
-// `internet` bridge, without the relay: that is the direct-SSH baseline.
-import { execFile } from "node:child_process";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+// The bench's world: the fixture library's tunnel world (NAT topology, relay, a raspi with the
+// real rtunnel agent in its network namespace, an office laptop whose ~/.ssh is what the kit
+// renders for a laptop). One bench-only addition: the laptop also sits on the home LAN, so it
+// can reach the SAME sshd directly, without the relay or any NAT: the direct-SSH baseline.
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { promisify } from "node:util";
-import { RELAY_CONTAINER_PORT } from "../infra/relayContainer.ts";
-import { renderAgentEnv } from "../provision/device.ts";
-import { ensureInclude, hostKeyAlias, knownHostsPattern, renderConfig, renderKnownHosts } from "../provision/sshConfig.ts";
-import { buildImage, createNatTopology, docker, exec, keygen, run, startRelayContainer, waitFor, type RunResult, type Scope, type Topology } from "../test/bed/index.ts";
+import { RELAY_CONTAINER_PORT } from "../lib/contract/relay.ts";
+import { parsePublicKey } from "../lib/keys.ts";
+import { hostPattern, knownHostsLine } from "../lib/knownHosts.ts";
+import { ensureInclude, hostKeyAlias, renderLaptopFiles } from "../provision/laptop/model.ts";
+import { buildImage, exec, installSshFiles, run, startTunnelWorld, waitFor, type RunResult, type Scope, type Topology } from "../lib/fixtures/index.ts";
 
 export const RELAY_ALIAS_MUX_CONFIG = "/root/.ssh/config.mux";
-
-const blob = (pub: string) => {
-  const [type = "", base64 = ""] = pub.trim().split(/\s+/);
-  return { type, base64 };
-};
 
 export interface World {
   scope: Scope;
@@ -46,7 +38,7 @@ export interface World {
   dispose(): Promise<void>;
 }
 
-/** The laptop's ssh_config blocks for the direct baseline: the same key, known_hosts and checks as the rendered raspi block. */
+/** The laptop's ssh_config block for the direct baseline: the same key, known_hosts and checks as the rendered raspi block. */
 export function renderDirectBlock(raspiLanIp: string): string {
   return [
     "",
@@ -64,94 +56,50 @@ export function renderDirectBlock(raspiLanIp: string): string {
   ].join("\n");
 }
 
+/**
+ * The fixture library's tunnel world (the same one the agent tests run), the laptop also on
+ * the home LAN for the direct baseline, and two ssh configs on it: what enrollment writes for
+ * a Windows laptop (one connection per session) and for macOS/Linux (the relay hop
+ * multiplexed), each with the direct block.
+ */
 export async function startWorld(scope: Scope, log: (l: string) => void): Promise<World> {
-  const [relayImage, agentImage, hostImage] = await Promise.all([buildImage("rtunneld"), buildImage("rtunnel"), buildImage("host")]);
-  const net = await createNatTopology(scope);
   const dir = await mkdtemp(path.join(os.tmpdir(), "rtunnel-bench-"));
-  const relayKey = path.join(dir, "relay_host_key");
-  const relayHostKeyPub = await keygen(relayKey, "relay");
-  const adminKeyFile = path.join(dir, "admin");
-  const adminKeyPub = await keygen(adminKeyFile, "admin");
-  const deviceKeyFile = path.join(dir, "device");
-  const deviceKeyPub = await keygen(deviceKeyFile, "raspi");
-  const laptopKeyFile = path.join(dir, "laptop");
-  const laptopKeyPub = await keygen(laptopKeyFile, "laptop");
-  await writeFile(path.join(dir, "admin_keys"), `${adminKeyPub}\n`);
-
-  const relay = scope.name("relay");
-  await startRelayContainer({
-    image: relayImage, name: relay, hostKeyFile: relayKey, adminKeysFile: path.join(dir, "admin_keys"),
-    stateVolume: await scope.volume("relay-state"), flags: scope.flags, network: net.internet,
-  });
-  const relayIp = await scope.ip(relay, net.internet);
+  const [relayImage, agentImage, hostImage] = await Promise.all([buildImage("rtunneld"), buildImage("rtunnel"), buildImage("host")]);
+  const w = await startTunnelWorld(scope, { dir, multiplex: false, laptopAtHomeToo: true });
+  const relayIp = w.relay.ip;
   const adminKnown = path.join(dir, "admin_known_hosts");
-  await writeFile(adminKnown, `[${relayIp}]:${RELAY_CONTAINER_PORT} ${blob(relayHostKeyPub).type} ${blob(relayHostKeyPub).base64}\n`);
+  await writeFile(adminKnown, `${knownHostsLine({ pattern: hostPattern(relayIp, RELAY_CONTAINER_PORT), key: parsePublicKey(w.relay.hostKey) })}\n`);
   const admin = (argv: readonly string[], input?: string, lane = 0) =>
     run("ssh", [
-      "-F", "none", "-i", adminKeyFile, "-p", String(RELAY_CONTAINER_PORT), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-      "-o", "StrictHostKeyChecking=yes", "-o", `UserKnownHostsFile=${adminKnown}`, "-o", "ConnectTimeout=10",
+      "-F", "none", "-i", w.relay.admin.file, "-p", String(RELAY_CONTAINER_PORT), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+      "-o", "StrictHostKeyChecking=yes", "-o", `UserKnownHostsFile=${adminKnown}`, "-o", "ConnectTimeout=60",
       "-o", "ControlMaster=auto", "-o", `ControlPath=${dir}/admin-${lane}-%C`, "-o", "ControlPersist=60",
       `admin@${relayIp}`, ...argv,
-    ], { input, check: false, timeoutMs: 60_000 });
-  const added = await admin(["add-device", "raspi"], `${deviceKeyPub}\n`);
-  if (added.code !== 0) throw new Error(`add-device raspi: ${added.stderr}`);
-  const forwardPort = (JSON.parse(added.stdout) as { port: number }).port;
-  const client = await admin(["add-client", "laptop", "--devices", "raspi"], `${laptopKeyPub}\n`);
-  if (client.code !== 0) throw new Error(`add-client laptop: ${client.stderr}`);
+    ], { input, check: false, timeoutMs: 180_000 });
 
-  // The raspi: its own sshd; the laptop's key may log in as pi.
-  const raspi = await net.attach(net.home, scope.name("raspi"), ["--hostname", "raspi", hostImage]);
-  await exec(raspi, ["sh", "-c", "install -d -o pi -g pi -m 700 /home/pi/.ssh && cat > /home/pi/.ssh/authorized_keys && chown pi:pi /home/pi/.ssh/authorized_keys"], { input: `${laptopKeyPub}\n` });
-  await waitFor("the raspi's host key", async () => (await exec(raspi, ["test", "-s", "/etc/ssh/ssh_host_ed25519_key.pub"], { check: false })).code === 0);
-  const raspiHostKey = (await exec(raspi, ["cat", "/etc/ssh/ssh_host_ed25519_key.pub"])).stdout;
-  const raspiIp = await scope.ip(raspi, net.home.network);
-
-  // The agent, configured as enrollment configures it, sharing the raspi's network namespace.
-  const conf = path.join(dir, "etc-rtunnel");
-  await promisify(execFile)("install", ["-d", "-m", "0755", conf]);
-  await writeFile(path.join(conf, "rtunnel.env"), renderAgentEnv({ relayHost: relayIp, relayPort: RELAY_CONTAINER_PORT, forwardPort }));
-  await writeFile(path.join(conf, "id_ed25519"), await readFile(deviceKeyFile), { mode: 0o600 });
-  await writeFile(path.join(conf, "known_hosts"), renderKnownHosts([{ pattern: knownHostsPattern(relayIp, RELAY_CONTAINER_PORT), ...blob(relayHostKeyPub) }]));
-  const agent = await scope.run(["--name", scope.name("agent"), "--restart", "unless-stopped", "--network", `container:${raspi}`, "-v", `${conf}:/etc/rtunnel:ro`, agentImage]);
-
+  const mux = renderLaptopFiles({
+    relay: { host: relayIp, port: RELAY_CONTAINER_PORT, hostKey: parsePublicKey(w.relay.hostKey) },
+    devices: [{ name: "raspi", port: w.agent.forwardPort, user: "pi", hostKey: parsePublicKey(w.raspiHostKey) }],
+    multiplex: true,
+  });
+  await installSshFiles(w.laptop, {
+    config: ensureInclude(undefined, "~/.ssh/config.d/rtunnel").text + renderDirectBlock(w.raspiIp),
+    "config.d/rtunnel-mux": mux["config.d/rtunnel"],
+    "config.mux": ensureInclude(undefined, "~/.ssh/config.d/rtunnel-mux").text + renderDirectBlock(w.raspiIp),
+  });
   const wanIf = async (router: string) => {
-    const ip = await scope.ip(router, net.internet);
+    const ip = await scope.ip(router, w.net.internet);
     const r = await exec(router, ["sh", "-c", `ip -o -4 addr show | awk -v ip="${ip}" 'index($4, ip"/")==1 {print $2}'`]);
     return r.stdout.trim();
   };
-  // The laptop: exactly the files enrollment writes (provision/sshConfig.ts), plus the direct block.
-  // The direct baseline's path: a second interface on the home network (the laptop "at home").
-  // Its default route is the office router (as createNatTopology's attach sets it), so
-  // everything but the home LAN still goes through the office NAT.
-  const laptop = await scope.run(["--name", scope.name("laptop"), "--network", net.office.network, "--cap-add", "NET_ADMIN", "--hostname", "laptop", "--entrypoint", "sleep", hostImage, "infinity"]);
-  await docker(["network", "connect", net.home.network, laptop]);
-  await exec(laptop, ["ip", "route", "replace", "default", "via", net.office.routerLanIp]);
-  const relayHop = { host: relayIp, port: RELAY_CONTAINER_PORT };
-  const devices = [{ name: "raspi", port: forwardPort, user: "pi" }];
-  const common = { relay: relayHop, identityFile: "~/.ssh/id_ed25519", knownHostsFile: "~/.ssh/known_hosts.rtunnel", devices };
-  const files: Record<string, string | Buffer> = {
-    "id_ed25519": await readFile(laptopKeyFile),
-    "known_hosts.rtunnel": renderKnownHosts([
-      { pattern: knownHostsPattern(relayIp, RELAY_CONTAINER_PORT), ...blob(relayHostKeyPub) },
-      { pattern: hostKeyAlias("raspi"), ...blob(raspiHostKey) },
-    ]),
-    "config.d/rtunnel": renderConfig(common),
-    "config.d/rtunnel-mux": renderConfig({ ...common, multiplex: { controlPath: "~/.ssh/rtunnel-%C", persist: "10m" } }),
-    config: ensureInclude(undefined, "~/.ssh/config.d/rtunnel").text + renderDirectBlock(raspiIp),
-    "config.mux": ensureInclude(undefined, "~/.ssh/config.d/rtunnel-mux").text + renderDirectBlock(raspiIp),
-  };
-  await exec(laptop, ["install", "-d", "-m", "700", "/root/.ssh", "/root/.ssh/config.d"]);
-  for (const [name, text] of Object.entries(files)) {
-    await exec(laptop, ["sh", "-c", `cat > /root/.ssh/${name} && chmod 600 /root/.ssh/${name}`], { input: text });
-  }
-  const onLaptop = (script: string, timeoutMs = 600_000) => exec(laptop, ["bash", "-c", script], { check: false, timeoutMs });
-  log(`world: relay ${relayIp}:${RELAY_CONTAINER_PORT}, raspi ${raspiIp} (port ${forwardPort} on the relay), direct via the home LAN ${raspiIp}:22`);
-  await waitFor("ssh raspi through the relay", async () => (await onLaptop("ssh -o BatchMode=yes raspi true", 20_000)).code === 0, { tries: 120, intervalMs: 250 });
-  await waitFor("ssh raspi-direct", async () => (await onLaptop("ssh -o BatchMode=yes raspi-direct true", 20_000)).code === 0, { tries: 40, intervalMs: 250 });
+  log(`world: relay ${relayIp}:${RELAY_CONTAINER_PORT}, raspi ${w.raspiIp} (port ${w.agent.forwardPort} on the relay), direct via the home LAN ${w.raspiIp}:22`);
+  await w.waitTunnel("ssh raspi through the relay");
+  await waitFor("ssh raspi-direct", async () => (await w.onLaptop("ssh -o BatchMode=yes raspi-direct true", 60_000)).code === 0, { tries: 240, intervalMs: 250 });
 
   return {
-    scope, net, dir, images: { relay: relayImage, agent: agentImage, host: hostImage }, relay, relayIp, relayHostKeyPub, adminKeyFile, adminKeyPub,
-    raspi, raspiIp, agent, laptop, laptopKeyPub, forwardPort, admin, onLaptop, wanIf,
+    scope, net: w.net, dir, images: { relay: relayImage, agent: agentImage, host: hostImage }, relay: w.relay.container, relayIp, relayHostKeyPub: w.relay.hostKey,
+    adminKeyFile: w.relay.admin.file, adminKeyPub: w.relay.admin.pub, raspi: w.raspi, raspiIp: w.raspiIp, agent: w.agent.container, laptop: w.laptop,
+    laptopKeyPub: w.laptopKey.pub, forwardPort: w.agent.forwardPort, admin, onLaptop: w.onLaptop, wanIf,
     async dispose() {
       await rm(dir, { recursive: true, force: true });
     },

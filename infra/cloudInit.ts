@@ -4,7 +4,10 @@
 // Store at each service start, so it never appears in user-data (which any principal with
 // ec2:DescribeInstanceAttribute can read) or in the console output.
 
-import { relayRunArgs, type RelayRunOptions } from "./relayContainer.ts";
+import { relayRunArgs, type RelayRunOptions } from "../lib/contract/relayRun.ts";
+import { keyLine, parsePublicKey } from "../lib/keys.ts";
+import { quote } from "../lib/shell.ts";
+import { SAFE_KEY_COMMENT } from "./config.ts";
 
 export const CONTAINER_NAME = "rtunneld";
 export const CONF_DIR = "/etc/rtunneld";
@@ -35,7 +38,6 @@ const PATTERNS: Record<Exclude<keyof CloudInitInput, "adminPublicKeys" | "remote
   portRange: /^\d{1,5}-\d{1,5}$/,
   dataVolumeId: /^vol-[a-f0-9]{8,17}$/,
 };
-const KEY_LINE = /^[a-z0-9@.-]+ [A-Za-z0-9+/]+={0,3}( [^\s"'\\`$]+)?$/;
 
 function check(input: CloudInitInput): void {
   for (const [name, re] of Object.entries(PATTERNS)) {
@@ -47,15 +49,19 @@ function check(input: CloudInitInput): void {
   }
   if (input.adminPublicKeys.length === 0) throw new TypeError("cloud-init needs at least one admin public key");
   for (const key of input.adminPublicKeys) {
-    if (!KEY_LINE.test(key)) throw new TypeError(`cloud-init admin key is not a plain public key line: ${JSON.stringify(key.slice(0, 40))}`);
+    const comment = key.split(" ").slice(2).join(" ");
+    let parsed;
+    try {
+      parsed = parsePublicKey(key, "cloud-init admin key");
+    } catch (e) {
+      throw new TypeError((e as Error).message, { cause: e });
+    }
+    if ((comment && !SAFE_KEY_COMMENT.test(comment)) || keyLine(parsed, comment || undefined) !== key) {
+      throw new TypeError(`cloud-init admin key is not a plain public key line: ${JSON.stringify(key.slice(0, 40))}`);
+    }
   }
 }
 
-/** POSIX shell quoting: bare when safe, else single quotes. */
-export function shellQuote(s: string): string {
-  if (/^[A-Za-z0-9_@%+=:,./-]+$/.test(s)) return s;
-  return `'${s.replace(/'/g, `'\\''`)}'`;
-}
 
 /** The `docker run` options the cloud uses (tests swap image, paths, port and name). */
 export function cloudRelayRunOptions(input: Pick<CloudInitInput, "image" | "remotePort" | "portRange">): RelayRunOptions {
@@ -77,7 +83,7 @@ export function renderRunScript(args: readonly string[]): string {
     "# The rtunneld relay container. Rendered from relayRunArgs() in infra/relayContainer.ts,",
     "# the arguments the image tests run, so what boots here is what was tested.",
     "set -Eeuo pipefail",
-    `exec docker ${args.map(shellQuote).join(" ")}`,
+    `exec docker ${args.map(quote).join(" ")}`,
     "",
   ].join("\n");
 }
@@ -92,14 +98,14 @@ set -Eeuo pipefail
 trap 'echo "rtunneld-prepare: FATAL: line \${LINENO}: \${BASH_COMMAND}" >&2' ERR
 log() { echo "rtunneld-prepare: $*" >&2; }
 
-readonly REGION=${shellQuote(input.region)}
-readonly HOST_KEY_PARAMETER=${shellQuote(input.hostKeyParameter)}
-readonly HOST_KEY_FILE=${shellQuote(HOST_KEY_FILE)}
-readonly IMAGE=${shellQuote(input.image)}
-readonly REGISTRY=${shellQuote(registry)}
+readonly REGION=${quote(input.region)}
+readonly HOST_KEY_PARAMETER=${quote(input.hostKeyParameter)}
+readonly HOST_KEY_FILE=${quote(HOST_KEY_FILE)}
+readonly IMAGE=${quote(input.image)}
+readonly REGISTRY=${quote(registry)}
 
 umask 077
-install -d -m 0755 ${shellQuote(CONF_DIR)}
+install -d -m 0755 ${quote(CONF_DIR)}
 tmp="$(mktemp "\${HOST_KEY_FILE}.XXXXXX")"
 if aws ssm get-parameter --region "$REGION" --name "$HOST_KEY_PARAMETER" --with-decryption \\
     --query Parameter.Value --output text >"$tmp" && [ -s "$tmp" ]; then
@@ -150,7 +156,7 @@ const EOF_MARK = "RTUNNEL_EOF";
 function heredoc(path: string, mode: string, content: string): string {
   if (content.split("\n").includes(EOF_MARK)) throw new Error(`content for ${path} contains the heredoc marker`);
   const body = content.endsWith("\n") ? content : `${content}\n`;
-  return `cat >${shellQuote(path)} <<'${EOF_MARK}'\n${body}${EOF_MARK}\nchmod ${mode} ${shellQuote(path)}\n`;
+  return `cat >${quote(path)} <<'${EOF_MARK}'\n${body}${EOF_MARK}\nchmod ${mode} ${quote(path)}\n`;
 }
 
 /** The whole user-data script. Throws TypeError/RangeError on any value that fails its pattern. */
@@ -166,8 +172,8 @@ set -Eeuo pipefail
 trap 'echo "rtunnel-bootstrap: FATAL: line \${LINENO}: \${BASH_COMMAND}" >&2' ERR
 log() { echo "rtunnel-bootstrap: $*" >&2; }
 
-readonly DATA_DEVICE=${shellQuote(device)}
-readonly DATA_MOUNT=${shellQuote(STATE_DIR)}
+readonly DATA_DEVICE=${quote(device)}
+readonly DATA_MOUNT=${quote(STATE_DIR)}
 
 log "installing docker"
 dnf install -y docker
@@ -195,7 +201,7 @@ mkdir -p "$DATA_MOUNT"
 systemctl daemon-reload
 mountpoint -q "$DATA_MOUNT" || mount "$DATA_MOUNT"
 
-install -d -m 0755 ${shellQuote(CONF_DIR)}
+install -d -m 0755 ${quote(CONF_DIR)}
 ${heredoc(ADMIN_KEYS_FILE, "0644", input.adminPublicKeys.join("\n"))}${heredoc(PREPARE_SCRIPT, "0700", renderPrepareScript(input))}${heredoc(RUN_SCRIPT, "0700", renderRunScript(runArgs))}${heredoc(UNIT_FILE, "0644", renderUnit())}
 systemctl daemon-reload
 systemctl enable --now rtunneld.service

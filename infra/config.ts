@@ -2,9 +2,9 @@
 // so a typo stops `pulumi up` with one clear line instead of a half-built relay.
 // Pure: the caller passes the raw strings (pulumi.Config#get) in.
 
-import sshpk from "sshpk";
 import { parseCidr } from "./cidr.ts";
-import { DEFAULT_PORT_RANGE, RELAY_CONTAINER_PORT } from "./relayContainer.ts";
+import { DEFAULT_PORT_RANGE, RELAY_CONTAINER_PORT } from "../lib/contract/relay.ts";
+import { keyLine, parsePublicKey } from "../lib/keys.ts";
 
 export const DEFAULT_REMOTE_PORT = 12345;
 export const DEFAULT_INSTANCE_TYPE = "t4g.nano";
@@ -89,18 +89,13 @@ export function parseAllowedCidrs(raw: string | undefined): { ipv4: string[]; ip
   return { ipv4, ipv6 };
 }
 
-const KEY_TYPES = [
-  "ssh-ed25519",
-  "sk-ssh-ed25519@openssh.com",
-  "ecdsa-sha2-nistp256",
-  "ecdsa-sha2-nistp384",
-  "ecdsa-sha2-nistp521",
-  "sk-ecdsa-sha2-nistp256@openssh.com",
-  "ssh-rsa",
-];
-const KEY_LINE = /^([a-z0-9@.-]+) ([A-Za-z0-9+/]+={0,3})( [^\s"'\\`$]+)?$/;
+/** A key comment that is safe anywhere the line goes (a heredoc, a shell word, authorized_keys). */
+export const SAFE_KEY_COMMENT = /^[^\s"'\\`$]+$/;
 
-/** One authorized_keys line without options: `type base64 [comment]`. */
+/**
+ * One admin public key: an authorized_keys line without options, `type base64 [comment]`,
+ * the key checked by lib/keys.ts, the comment (the operator's name for it) one plain word.
+ */
 export function parseAdminKey(value: unknown, index: number): string {
   const key = `${k("adminPublicKeys")}[${index}]`;
   if (typeof value !== "string") {
@@ -110,17 +105,15 @@ export function parseAdminKey(value: unknown, index: number): string {
     throw new TypeError(`${key} is a PRIVATE key: use the .pub file instead (cat ~/.ssh/id_ed25519.pub)`);
   }
   const line = value.trim();
-  const m = KEY_LINE.exec(line);
-  if (!m || !KEY_TYPES.includes(m[1]!)) {
-    const shown = line.length > 40 ? `${line.slice(0, 40)}...` : line;
-    throw new TypeError(`${key} is not an OpenSSH public key line without options (got "${shown}"): use the contents of ~/.ssh/id_ed25519.pub`);
+  const comment = line.split(" ").slice(2).join(" ");
+  if (comment && !SAFE_KEY_COMMENT.test(comment)) {
+    throw new TypeError(`${key} is not an OpenSSH public key line without options (its comment ${JSON.stringify(comment.slice(0, 40))} must be one word without quotes, backslashes or $): use the contents of ~/.ssh/id_ed25519.pub`);
   }
   try {
-    sshpk.parseKey(`${m[1]} ${m[2]}`, "ssh");
+    return keyLine(parsePublicKey(line, "it"), comment || undefined);
   } catch (e) {
-    throw new TypeError(`${key} has a ${m[1]} key whose body does not decode (${(e as Error).message}): copy the whole line from the .pub file`, { cause: e });
+    throw new TypeError(`${key} is not an OpenSSH public key line without options (${(e as Error).message}): use the contents of ~/.ssh/id_ed25519.pub`, { cause: e });
   }
-  return line;
 }
 
 export function parseAdminPublicKeys(raw: string | undefined): string[] {

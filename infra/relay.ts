@@ -9,7 +9,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as tls from "@pulumi/tls";
 import { renderUserData } from "./cloudInit.ts";
 import { isBurstable, pickAvailabilityZone, type RelayConfig } from "./config.ts";
-import { openSshFingerprint, publicKeyLine } from "./hostKey.ts";
+import { keyLine, parsePublicKey } from "../lib/keys.ts";
 import { ec2AssumeRolePolicy, hostKeyReadPolicy, RELAY_MANAGED_POLICY_ARNS } from "./iam.ts";
 import { egressRules, ingressRules } from "./network.ts";
 
@@ -166,8 +166,8 @@ export class Relay extends pulumi.ComponentResource {
 
     this.relayHost = eip.publicIp;
     this.relayPort = pulumi.output(args.remotePort);
-    this.relayHostKey = hostKey.publicKeyOpenssh.apply(publicKeyLine);
-    this.relayHostKeyFingerprint = hostKey.publicKeyOpenssh.apply(openSshFingerprint);
+    this.relayHostKey = hostKey.publicKeyOpenssh.apply((k) => keyLine(parsePublicKey(k, "the relay host key")));
+    this.relayHostKeyFingerprint = hostKey.publicKeyOpenssh.apply((k) => parsePublicKey(k, "the relay host key").fingerprint);
     this.instanceId = instance.id;
     this.registerOutputs({
       relayHost: this.relayHost,

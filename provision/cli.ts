@@ -3,14 +3,14 @@
 // modules; this file is the one place that exits.
 import { pathToFileURL } from "node:url";
 import { Command, CommanderError, Option } from "commander";
-import { enrollDevice } from "./enroll.ts";
+import { enrollDevice, renderPlan } from "./commands/enroll.ts";
 import { ExitError, EXIT } from "./errors.ts";
-import { auditRelay, renderAudit } from "./audit.ts";
-import { addClient, removeClient } from "./clients.ts";
-import { renderList, statusExitCode, statusRelay, summaryLine } from "./list.ts";
-import { revokeDevice } from "./revoke.ts";
-import { rotateKey } from "./rotate.ts";
-import { InputError } from "./validate.ts";
+import { auditRelay, renderAudit } from "./commands/audit.ts";
+import { addClient, removeClient } from "./commands/clients.ts";
+import { renderList, statusExitCode, statusRelay, summaryLine } from "./commands/status.ts";
+import { revokeDevice } from "./commands/revoke.ts";
+import { rotateKey } from "./commands/rotate.ts";
+import { InputError } from "../lib/input.ts";
 
 const err = (line: string) => process.stderr.write(`${line}\n`);
 
@@ -52,10 +52,12 @@ export function program(): Command {
       .option("--image <ref>", "the device agent image, used as it is (built only when missing); default: rtunnel/rtunnel:latest, built from images/rtunnel every time")
       .option("--install-docker", "install Docker from the device's own distribution packages when it is missing")
       .option("--client <name>", "this laptop's name on the relay (default: laptop-HOSTNAME)")
-      .addOption(new Option("--timeout <seconds>", "how long to wait for the tunnel").default("60")),
+      .addOption(new Option("--timeout <seconds>", "how long to wait for the tunnel").default("60"))
+      .option("--no-multiplex", "one SSH connection per session to the relay (no ControlMaster); later enrollments keep it so")
+      .option("--dry-run", "check everything and print what would change, change nothing"),
   ).action(async (name: string, o: Record<string, string | boolean | undefined>) => {
     const json = Boolean(o.json);
-    const result = await enrollDevice({
+    const options = {
       name,
       host: o.host as string,
       port: o.port as string,
@@ -69,9 +71,16 @@ export function program(): Command {
       installDocker: Boolean(o.installDocker),
       client: o.client as string | undefined,
       timeout: o.timeout as string,
+      noMultiplex: o.multiplex === false,
       log: err,
       progress: !json,
-    });
+    };
+    if (o.dryRun) {
+      const plan = await enrollDevice({ ...options, dryRun: true });
+      process.stdout.write(json ? `${JSON.stringify(plan, null, 2)}\n` : renderPlan(plan));
+      return;
+    }
+    const result = await enrollDevice(options);
     if (json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
     else {
       const nothing = !result.changed.device.length && !result.changed.relay.length && !result.changed.laptop.length;
@@ -102,15 +111,16 @@ export function program(): Command {
       .option("--devices <names>", "comma-separated devices it may reach (replaces its earlier list)")
       .option("--all", "every device, now and later")
       .option("--out <dir>", "write that laptop's ~/.ssh files into DIR (config, config.d/rtunnel, known_hosts.rtunnel) instead of printing them")
+      .option("--windows", "that laptop runs Windows' OpenSSH: its relay hop without ControlMaster (macOS and Linux get it)")
       .option("--no-device-keys", "leave the devices' authorized_keys alone (the laptop's key is already there)"),
   ).action(async (name: string, o: Opts) => {
     if (Boolean(o.all) === Boolean(o.devices)) throw new ExitError(EXIT.usage, "give either --devices a,b or --all");
-    const r = await addClient({ ...fleet(o), name, key: o.key as string, devices: o.all ? "all" : String(o.devices).split(","), out: o.out as string | undefined, skipDeviceKeys: o.deviceKeys === false });
+    const r = await addClient({ ...fleet(o), name, key: o.key as string, devices: o.all ? "all" : String(o.devices).split(","), out: o.out as string | undefined, windows: Boolean(o.windows), skipDeviceKeys: o.deviceKeys === false });
     if (o.json) process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
-    else if (r.written.length) err(`wrote ${r.written.join(", ")}: copy them into ${name}'s ~/.ssh, then \`ssh ${r.devices[0] ?? "DEVICE"}\` works there`);
+    else if (r.written.length) err(`wrote ${r.written.join(", ")} (for ${r.renderedFor}): copy them into ${name}'s ~/.ssh, then \`ssh ${r.devices[0] ?? "DEVICE"}\` works there`);
     else {
       for (const [file, text] of Object.entries(r.files)) process.stdout.write(`# ---- ~/.ssh/${file} ----\n${text}`);
-      err(`${name} may reach ${r.devices.join(", ")}: install the files above in its ~/.ssh (an existing ~/.ssh/config only needs the Include line at its top)`);
+      err(`${name} may reach ${r.devices.join(", ")}: install the files above (for ${r.renderedFor}) in its ~/.ssh (an existing ~/.ssh/config only needs the Include line at its top)`);
     }
   });
 

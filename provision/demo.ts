@@ -1,21 +1,20 @@
 // `npm run demo`: the no-cloud way in. With nothing but Docker it starts a relay and a device
 // (a container with its own sshd and dockerd) on a local network, enrolls the device with the
-// same function `npm run enroll-device` runs, and prints (and runs) the ssh line that works.
-// `npm run demo -- down` removes every container, network and volume labelled rtunnel.demo
-// with its instance name, and its .rtunnel-demo folder. The user's ~/.ssh is never touched: --ssh-dir is
-// .rtunnel-demo/ssh. The laptop side goes through ports published on 127.0.0.1 only, so the
-// same path serves Linux and Docker Desktop.
+// same function `npm run enroll-device` runs, and prints (and runs) the ssh line that works,
+// then the fleet commands that work on it. `npm run demo -- down` removes every container,
+// network and volume labelled rtunnel.demo with its instance name, closes the demo laptop's
+// master connection, and removes its .rtunnel-demo folder. The user's ~/.ssh is never
+// touched: --ssh-dir is .rtunnel-demo/ssh. The laptop side goes through ports published on
+// 127.0.0.1 only, so the same path serves Linux and Docker Desktop.
 //
-// It reuses the test bed's Docker plumbing (engine, debootstrap base image, builds) and the
-// device fixture's run flags for now.
+// The relay and the device come from the fixture library (lib/fixtures), as in the tests.
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { RELAY_CONTAINER_PORT } from "../infra/relayContainer.ts";
-import { buildImage, docker, ensureDocker, keygen, publishedPort, relayKeyFiles, repoRoot, run, startRelayContainer, waitFor } from "../test/bed/index.ts";
-import { DEVICE_RUN_FLAGS } from "../test/provision/deviceFixture.ts";
-import { enrollDevice } from "./enroll.ts";
+import { ensureDocker, keygen, publishedPort, repoRoot, run, Scope, startDevice, startRelay } from "../lib/fixtures/index.ts";
+import { enrollDevice } from "./commands/enroll.ts";
 import { ExitError } from "./errors.ts";
-import { renderRelayFacts } from "./relayFacts.ts";
+import { closeRelayMaster, laptopPaths } from "./laptop/files.ts";
+import { renderRelayFacts } from "./relay/facts.ts";
 
 export const DEMO_LABEL = "rtunnel.demo";
 // One demo per instance name: the default for people, another for the demo's own test, so
@@ -25,25 +24,17 @@ const badInstance = /^rtunnel-demo(-[a-z0-9]{1,20})?$/.test(INSTANCE)
   ? undefined
   : `RTUNNEL_DEMO_INSTANCE must be rtunnel-demo or rtunnel-demo-SUFFIX (a-z, 0-9) (got "${INSTANCE}")`;
 const demoDir = path.join(repoRoot, `.${INSTANCE}`);
-const NET = INSTANCE;
-const RELAY = `${INSTANCE}-relay`;
-const DEVICE = `${INSTANCE}-raspi`;
-const VOLUME = `${INSTANCE}-state`;
-const label = ["--label", `${DEMO_LABEL}=${INSTANCE}`];
+const sshDir = path.join(demoDir, "ssh");
+const scope = () => new Scope("demo", { owner: { label: `${DEMO_LABEL}=${INSTANCE}`, prefix: INSTANCE } });
 
 const say = (line: string) => process.stderr.write(`demo: ${line}\n`);
 
 export async function demoDown(): Promise<number> {
-  const ids = async (kind: string[]) => (await docker([...kind, "-q", "--filter", `label=${DEMO_LABEL}=${INSTANCE}`], { check: false })).stdout.split("\n").filter(Boolean);
-  const containers = await ids(["ps", "-a"]);
-  if (containers.length) await docker(["rm", "-f", "-v", ...containers]);
-  const networks = await ids(["network", "ls"]);
-  if (networks.length) await docker(["network", "rm", ...networks]);
-  const volumes = await ids(["volume", "ls"]);
-  if (volumes.length) await docker(["volume", "rm", "-f", ...volumes]);
+  if (await closeRelayMaster(laptopPaths({ sshDir }))) say("closed the demo laptop's master connection to the relay");
+  const n = await scope().dispose();
   await rm(demoDir, { recursive: true, force: true });
-  say(`removed ${containers.length} containers, ${networks.length} networks, ${volumes.length} volumes and ${path.relative(process.cwd(), demoDir) || demoDir}`);
-  return containers.length + networks.length + volumes.length;
+  say(`removed ${n} containers, networks and volumes, and ${path.relative(process.cwd(), demoDir) || demoDir}`);
+  return n;
 }
 
 /** The fleet commands that work against this demo, as a newcomer would type them. */
@@ -63,44 +54,30 @@ export async function demoUp(): Promise<string> {
   const started = Date.now();
   say("Docker engine and base image");
   await ensureDocker();
-  say("building images: rtunneld (relay), rtunnel (device agent), device (a Debian host with sshd and dockerd)");
-  const [relayImage, agentImage, deviceImage] = await Promise.all([buildImage("rtunneld"), buildImage("rtunnel"), buildImage("device")]);
   await demoDown(); // a fresh relay and device each time: re-running `demo` is always safe
 
-  const sshDir = path.join(demoDir, "ssh");
   const relayDir = path.join(demoDir, "relay");
   await mkdir(sshDir, { recursive: true, mode: 0o700 });
   await mkdir(relayDir, { recursive: true, mode: 0o700 });
-  const identity = path.join(sshDir, "id_ed25519");
-  const operatorKey = await keygen(identity, "rtunnel-demo-operator");
-  const keys = await relayKeyFiles(relayDir, [operatorKey]);
+  const operator = await keygen(path.join(sshDir, "id_ed25519"), "rtunnel-demo-operator");
 
   // This machine plays the laptop and reaches both containers only through ports published
   // on 127.0.0.1, the one path Docker Desktop (macOS, Windows) offers as well as Linux. The
   // device reaches the relay by the relay's own address on the demo network.
-  say("starting the relay and the device");
-  await docker(["network", "create", ...label, NET]);
-  await docker(["volume", "create", ...label, VOLUME]);
-  await docker(["run", "-d", "--name", DEVICE, "--hostname", "raspi", ...label, "--network", NET, "-p", "127.0.0.1:0:22", ...DEVICE_RUN_FLAGS, deviceImage]);
-  const relay = await startRelayContainer({
-    image: relayImage, name: RELAY, hostKeyFile: keys.hostKeyFile, adminKeysFile: keys.adminKeysFile, stateVolume: VOLUME, flags: label, network: NET,
+  say("starting the relay and the device (building their images first: rtunneld, and a Debian host with sshd and dockerd)");
+  const s = scope();
+  const network = await s.network("net");
+  const relay = await startRelay(s, { network, dir: relayDir, admin: operator });
+  const device = await startDevice({
+    hostname: "raspi", operatorKey: operator.pub, flags: ["-p", "127.0.0.1:0:22"],
+    place: (args) => s.run(["--name", s.name("raspi"), "--network", network, ...args]),
   });
-  const relayIp = (await docker(["inspect", "--format", `{{(index .NetworkSettings.Networks "${NET}").IPAddress}}`, RELAY])).stdout.trim();
-  // As a person would with ssh-copy-id: the operator's key may log in as pi on the device.
-  await docker(["exec", "-i", DEVICE, "sh", "-c", "install -d -m 700 -o pi -g pi /home/pi/.ssh && cat > /home/pi/.ssh/authorized_keys && chown pi:pi /home/pi/.ssh/authorized_keys"], { input: `${operatorKey}\n` });
-  await waitFor("the device's dockerd", async () => (await docker(["exec", DEVICE, "docker", "info"], { check: false })).code === 0);
-  await waitFor("the device's sshd", async () => (await docker(["exec", DEVICE, "nc", "-z", "127.0.0.1", "22"], { check: false })).code === 0);
-  const devicePort = await publishedPort(DEVICE, 22);
-  const deviceHostKey = (await docker(["exec", DEVICE, "ssh-keygen", "-lf", "/etc/ssh/ssh_host_ed25519_key.pub"])).stdout.split(" ")[1]!;
-
   const relayFile = path.join(demoDir, "relay.json");
-  await writeFile(relayFile, renderRelayFacts({
-    host: "127.0.0.1", port: relay.publishedPort, hostKey: keys.hostKey, deviceSide: { host: relayIp, port: RELAY_CONTAINER_PORT },
-  }));
+  await writeFile(relayFile, renderRelayFacts(relay.facts("published")));
   say(`relay facts in ${path.relative(process.cwd(), relayFile)}; enrolling the device (the same code as npm run enroll-device)`);
   const result = await enrollDevice({
-    name: "raspi", host: "127.0.0.1", port: devicePort, user: "pi", identity, sshDir, relayFile,
-    deviceHostKey, image: agentImage, client: "demo-laptop", log: (l) => say(l), progress: true,
+    name: "raspi", host: "127.0.0.1", port: await publishedPort(device.container, 22), user: "pi", identity: operator.file, sshDir, relayFile,
+    deviceHostKey: device.hostKeyFingerprint, client: "demo-laptop", log: (l) => say(l), progress: true,
   });
   say(`enrolled in ${((Date.now() - started) / 1000).toFixed(0)} s; now: ${result.sshCommand}`);
   const argv = result.sshCommand.split(" ");

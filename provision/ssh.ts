@@ -6,7 +6,7 @@ import { readFile } from "node:fs/promises";
 import { NodeSSH } from "node-ssh";
 import sshpk from "sshpk";
 import { ExitError, EXIT } from "./errors.ts";
-import { keyFromBlob, type PublicKey } from "./validate.ts";
+import { publicKeyFromBlob, type PublicKey } from "../lib/keys.ts";
 
 export interface Credentials {
   /** private key file (unencrypted, or the agent holds it) */
@@ -71,7 +71,7 @@ export async function connectPinned(target: PinnedTarget, creds: Credentials): P
       algorithms: { serverHostKey: ["ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "rsa-sha2-512", "rsa-sha2-256"] },
       hostVerifier: (blob: Buffer) => {
         try {
-          seen = keyFromBlob(blob);
+          seen = publicKeyFromBlob(blob);
         } catch (e) {
           refusal = new ExitError(EXIT.hostKey, `${target.what} shows an unsupported host key: ${(e as Error).message}`);
           return false;

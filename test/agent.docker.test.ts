@@ -7,17 +7,19 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import test from "ava";
-import { buildImage, docker, ensureDocker, inspect, mapLimit, useScope, waitFor } from "./bed/index.ts";
-import { keypair, startWorld } from "./agent/world.ts";
-import { renderAgentEnv, renderKnownHostsLine } from "./agent/render.ts";
+import { buildImage, docker, ensureDocker, inspect, keygen, mapLimit, useScope, waitFor } from "./bed/index.ts";
+import { startWorld } from "./agent/world.ts";
+import { AGENT_STATES, renderAgentEnv, renderAgentKnownHosts } from "../lib/contract/agent.ts";
+import { parsePublicKey } from "../lib/keys.ts";
 
 test.before(async () => {
   await ensureDocker();
 });
 
 /** The agent's state lines (connecting, up, lost, refused, backing off) after `marker`. */
+const STATE_LINE = new RegExp(` rtunnel: (${AGENT_STATES.join("|")})\\b`);
 function statesAfter(log: string, marker: number): string[] {
-  return log.split("\n").slice(marker).filter((l) => / rtunnel: (connecting|up|lost|refused|backing off)\b/.test(l));
+  return log.split("\n").slice(marker).filter((l) => STATE_LINE.test(l));
 }
 
 test("[docker] tunnel up: a laptop key through jump reaches the raspi's own sshd and runs a command", async (t) => {
@@ -27,7 +29,7 @@ test("[docker] tunnel up: a laptop key through jump reaches the raspi's own sshd
   t.is(r.code, 0, r.stderr);
   t.is(r.stdout, "raspi\npi\n", "the session ends on the raspi's own sshd, as pi");
   const log = await w.agentLog();
-  t.regex(log, new RegExp(`rtunnel: up: relay 127\\.0\\.0\\.1:${w.forwardPort} -> 127\\.0\\.0\\.1:22`));
+  t.regex(log, new RegExp(`rtunnel: up: relay 127\\.0\\.0\\.1:${w.agent.forwardPort} -> 127\\.0\\.0\\.1:22`));
   t.regex(log, /ssh runs as rtunnel/, "ssh does not run as root");
 });
 
@@ -36,8 +38,8 @@ test("[docker] the relay container restarted: the tunnel comes back by itself, a
   await w.waitTunnel("the tunnel");
   const before = (await w.agentLog()).split("\n").length - 1;
 
-  await docker(["restart", w.relay]);
-  t.is(await w.scope.ip(w.relay, w.net.internet), w.relayIp, "the relay kept its address (else this tests nothing)");
+  await docker(["restart", w.relay.container]);
+  t.is(await w.scope.ip(w.relay.container, w.net.internet), w.relay.ip, "the relay kept its address (else this tests nothing)");
   await w.waitTunnel("the tunnel after the relay restarted");
   t.is((await w.sshRaspi(["hostname"])).stdout, "raspi\n");
   const states = statesAfter(await w.agentLog(), before);
@@ -45,8 +47,8 @@ test("[docker] the relay container restarted: the tunnel comes back by itself, a
   t.regex(states.at(-1) ?? "", /rtunnel: up: /, `the agent is up again:\n${states.join("\n")}`);
 
   // SIGTERM is handled (PID 1 would ignore it otherwise and docker would SIGKILL after 10 s).
-  await docker(["stop", w.agent]);
-  t.is(await inspect(w.agent, "{{.State.ExitCode}}"), "0");
+  await docker(["stop", w.agent.container]);
+  t.is(await inspect(w.agent.container, "{{.State.ExitCode}}"), "0");
   t.regex(await w.agentLog(), /rtunnel: stopping\n$/);
 });
 
@@ -69,7 +71,7 @@ test("[docker] the raspi's uplink silently cut for 20 s: the tunnel comes back b
   // "remote port forwarding failed".
   marker = (await w.agentLog()).split("\n").length - 1;
   await w.blackholeSession();
-  await docker(["restart", w.agent]);
+  await docker(["restart", w.agent.container]);
   await w.waitTunnel("the tunnel after the relay freed the dead session's port");
   states = statesAfter(await w.agentLog(), marker);
   t.true(states.some((l) => /lost: Error: remote port forwarding failed for listen port/.test(l)), `the port was still held:\n${states.join("\n")}`);
@@ -79,13 +81,13 @@ test("[docker] the raspi's uplink silently cut for 20 s: the tunnel comes back b
 test("[docker] the relay's host key replaced: the agent refuses, logs why, and makes no session", async (t) => {
   const w = await startWorld(useScope(t));
   await w.waitTunnel("the tunnel");
-  const pinned = readFileSync(`${w.relayHostKey.file}.pub`, "utf8");
-  const impostor = keypair(w.dir, "impostor_host_key");
+  const pinned = w.relay.hostKey;
+  const impostor = await keygen(join(w.dir, "impostor_host_key"), "impostor_host_key");
   // Same file (the bind mount pins its inode), new content: the relay restarts with another key.
-  writeFileSync(w.relayHostKey.file, readFileSync(impostor.file));
+  writeFileSync(w.relay.keys.hostKeyFile, readFileSync(impostor.file));
   const since = new Date().toISOString();
   const marker = (await w.agentLog()).split("\n").length - 1;
-  await docker(["restart", w.relay]);
+  await docker(["restart", w.relay.container]);
 
   const fingerprint = (pub: string) => pub.trim().split(/\s+/).slice(0, 2).join(" ");
   let refusals: string[] = [];
@@ -94,14 +96,14 @@ test("[docker] the relay's host key replaced: the agent refuses, logs why, and m
     return refusals.length >= 2;
   }, { tries: 480, intervalMs: 250 });
   t.regex(refusals[0]!, /refused: the relay's host key ssh-ed25519 SHA256:\S+ is not the one pinned in \/etc\/rtunnel\/known_hosts \(ED25519 SHA256:\S+\); not connecting/);
-  const served = (await w.scope.exec(w.relay, ["cat", "/run/rtunneld/ssh_host_ed25519_key.pub"])).stdout;
+  const served = (await w.scope.exec(w.relay.container, ["cat", "/run/rtunneld/ssh_host_ed25519_key.pub"])).stdout;
   t.not(fingerprint(served), fingerprint(pinned), "the relay really serves another key");
 
   const states = statesAfter(await w.agentLog(), marker);
   t.false(states.some((l) => l.includes("rtunnel: up:")), `no tunnel was made:\n${states.join("\n")}`);
-  const relayLog = await docker(["logs", "--since", since, w.relay]);
+  const relayLog = await docker(["logs", "--since", since, w.relay.container]);
   t.notRegex(relayLog.stdout + relayLog.stderr, /Accepted publickey for tunnel/, "the relay saw no device login");
-  const listening = await w.scope.exec(w.relay, ["bash", "-c", `exec 3<>/dev/tcp/127.0.0.1/${w.forwardPort}`], { check: false });
+  const listening = await w.scope.exec(w.relay.container, ["bash", "-c", `exec 3<>/dev/tcp/127.0.0.1/${w.agent.forwardPort}`], { check: false });
   t.not(listening.code, 0, "nothing listens on the device's port on the relay");
 });
 
@@ -109,23 +111,23 @@ test("[docker] a malformed env file or a missing key: the container exits with o
   const scope = useScope(t);
   const image = await buildImage("rtunnel");
   const base = mkdtempSync(join(tmpdir(), "rtunnel-agent-conf-"));
-  const device = keypair(base, "device");
-  const relay = keypair(base, "relay");
+  const device = await keygen(join(base, "device"), "device");
+  const relay = await keygen(join(base, "relay"), "relay");
   const good = {
-    "rtunnel.env": renderAgentEnv({ relayHost: "relay.example.net", relayPort: 12345, forwardPort: 20001 }),
+    "rtunnel.env": renderAgentEnv({ relay: { host: "relay.example.net", port: 12345 }, forwardPort: 20001 }),
     id_ed25519: readFileSync(device.file, "utf8"),
-    known_hosts: renderKnownHostsLine("relay.example.net", 12345, relay.pub),
+    known_hosts: renderAgentKnownHosts({ host: "relay.example.net", port: 12345 }, parsePublicKey(relay.pub)),
   };
   const cases: { name: string; files: Partial<Record<keyof typeof good, string | null>>; code: number; line: RegExp }[] = [
     { name: "a line that is not KEY=VALUE", files: { "rtunnel.env": "RELAY_HOST=relay.example.net\nthis is not a setting\n" }, code: 65, line: /FATAL: \/etc\/rtunnel\/rtunnel\.env line 2 is not KEY=VALUE$/ },
     { name: "an unknown key", files: { "rtunnel.env": good["rtunnel.env"] + "RELAY_POST=1\n" }, code: 65, line: /unknown key RELAY_POST/ },
-    { name: "a port out of range", files: { "rtunnel.env": renderAgentEnv({ relayHost: "relay.example.net", relayPort: 70000, forwardPort: 20001 }) }, code: 65, line: /FATAL: RELAY_PORT must be 1-65535 \(got '70000'\)$/ },
-    { name: "a shell expansion as TARGET", files: { "rtunnel.env": good["rtunnel.env"] + "TARGET=$(reboot):22\n" }, code: 65, line: /FATAL: TARGET must be host:port/ },
+    { name: "a port out of range", files: { "rtunnel.env": renderAgentEnv({ relay: { host: "relay.example.net", port: 70000 }, forwardPort: 20001 }) }, code: 65, line: /FATAL: RELAY_PORT must be 1-65535 \(got '70000'\)$/ },
+    { name: "a shell expansion as TARGET", files: { "rtunnel.env": renderAgentEnv({ relay: { host: "relay.example.net", port: 12345 }, forwardPort: 20001, target: "$(reboot):22" }) }, code: 65, line: /FATAL: TARGET must be host:port/ },
     { name: "no RELAY_HOST", files: { "rtunnel.env": "RELAY_PORT=12345\nFORWARD_PORT=20001\n" }, code: 65, line: /FATAL: RELAY_HOST must be a hostname, IPv4 or IPv6 address \(got ''\)$/ },
     { name: "a missing key", files: { id_ed25519: null }, code: 66, line: /FATAL: \/etc\/rtunnel\/id_ed25519 is missing or unreadable/ },
     { name: "a missing env file", files: { "rtunnel.env": null }, code: 66, line: /FATAL: \/etc\/rtunnel\/rtunnel\.env is missing or unreadable/ },
     { name: "a key that is not a private key", files: { id_ed25519: device.pub }, code: 67, line: /FATAL: \/etc\/rtunnel\/id_ed25519 is not a usable private key/ },
-    { name: "no pinned key for the relay", files: { known_hosts: renderKnownHostsLine("relay.example.net", 22, relay.pub) }, code: 68, line: /FATAL: \/etc\/rtunnel\/known_hosts pins no host key for \[relay\.example\.net\]:12345/ },
+    { name: "no pinned key for the relay", files: { known_hosts: renderAgentKnownHosts({ host: "relay.example.net", port: 22 }, parsePublicKey(relay.pub)) }, code: 68, line: /FATAL: \/etc\/rtunnel\/known_hosts pins no host key for \[relay\.example\.net\]:12345/ },
   ];
   const runWith = async (name: string, files: Partial<Record<keyof typeof good, string | null>>, args: string[] = []) => {
     const conf = mkdtempSync(join(base, `${name.replace(/\W+/g, "-")}-`));
@@ -168,11 +170,11 @@ test("[docker] with the relay unreachable the agent backs off about 1 s, doublin
   const scope = useScope(t);
   const image = await buildImage("rtunnel");
   const conf = mkdtempSync(join(tmpdir(), "rtunnel-agent-backoff-"));
-  const relay = keypair(conf, "relay");
-  const device = keypair(conf, "device");
-  writeFileSync(join(conf, "rtunnel.env"), renderAgentEnv({ relayHost: "127.0.0.1", relayPort: 2222, forwardPort: 20001 }));
+  const relay = await keygen(join(conf, "relay"), "relay");
+  const device = await keygen(join(conf, "device"), "device");
+  writeFileSync(join(conf, "rtunnel.env"), renderAgentEnv({ relay: { host: "127.0.0.1", port: 2222 }, forwardPort: 20001 }));
   writeFileSync(join(conf, "id_ed25519"), readFileSync(device.file), { mode: 0o600 });
-  writeFileSync(join(conf, "known_hosts"), renderKnownHostsLine("127.0.0.1", 2222, relay.pub));
+  writeFileSync(join(conf, "known_hosts"), renderAgentKnownHosts({ host: "127.0.0.1", port: 2222 }, parsePublicKey(relay.pub)));
   // Nothing listens on 127.0.0.1:2222 in its own empty network namespace: instant refusals.
   const agent = await scope.run(["--name", scope.name("agent"), "--network", "none", "-v", `${conf}:/etc/rtunnel:ro`, image]);
 

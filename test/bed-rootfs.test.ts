@@ -5,8 +5,8 @@ import { mkdir, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import test from "ava";
-import { run } from "./bed/docker.ts";
-import { firstTarEntry, packRootfs, rootEntryProblem } from "./bed/rootfs.ts";
+import { run } from "../lib/proc.ts";
+import { firstTarEntry, packRootfs, rootEntryProblem } from "../lib/docker/rootfs.ts";
 
 async function tree(t: { teardown: (f: () => Promise<void>) => void }) {
   const dir = await mkdtemp(path.join(os.tmpdir(), "rtunnel-rootfs-"));

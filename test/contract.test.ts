@@ -3,8 +3,8 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import test from "ava";
-import { DEFAULT_PORT_RANGE, RELAY_CONTAINER_PORT, RELAY_READY_LINE } from "../infra/relayContainer.ts";
-import { repoRoot } from "./bed/paths.ts";
+import { DEFAULT_PORT_RANGE, RELAY_CONTAINER_PORT, RELAY_READY_LINE } from "../lib/contract/relay.ts";
+import { repoRoot } from "../lib/paths.ts";
 
 const image = (file: string) => readFileSync(path.join(repoRoot, "images", "rtunneld", file), "utf8");
 

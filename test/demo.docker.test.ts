@@ -5,9 +5,9 @@ import { readFile } from "node:fs/promises";
 import path from "node:path";
 import test from "ava";
 import { randomBytes } from "node:crypto";
-import { RELAY_CONTAINER_PORT } from "../infra/relayContainer.ts";
+import { RELAY_CONTAINER_PORT } from "../lib/contract/relay.ts";
 import { docker, ensureDocker, repoRoot, run } from "./bed/index.ts";
-import { runCli } from "./provision/cli.ts";
+import { runCli } from "./bed/index.ts";
 
 // Its own instance: a demo someone is running in this checkout is left alone.
 const instance = `rtunnel-demo-t${randomBytes(4).toString("hex")}`;

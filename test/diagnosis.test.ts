@@ -1,9 +1,10 @@
 // When a tunnel does not come up: what enrollment (and the demo) tell from the device's agent,
 // what rotate-key tells from the relay's records, and the relay facts a demo writes.
 import test from "ava";
-import { diagnoseAgent, type AgentFacts } from "../provision/agentDiagnosis.ts";
-import { parseRelayFacts, renderRelayFacts } from "../provision/relayFacts.ts";
-import { rotationStall } from "../provision/rotate.ts";
+import { diagnoseAgent, type AgentFacts } from "../provision/device/diagnosis.ts";
+import type { ConnectionEvent } from "../provision/relay/protocol.ts";
+import { parseRelayFacts, renderRelayFacts } from "../provision/relay/facts.ts";
+import { rotationStall } from "../provision/commands/rotate.ts";
 
 const relay = { host: "203.0.113.7", port: 12345 };
 const running = { status: "running", running: true, exitCode: 0, restartCount: 0 };
@@ -43,7 +44,7 @@ test("a rotation that did not finish is explained from the relay's audit since t
   const OLD = `SHA256:${"o".repeat(43)}`;
   const NEW = `SHA256:${"n".repeat(43)}`;
   const o = { oldFingerprint: OLD, newFingerprint: NEW, since: "2026-12-01T10:00:05.123Z" };
-  const conn = (time: string, fingerprint: string, key: string | null) => ({ time, type: "connection", account: "tunnel", fingerprint, key, pid: 1 });
+  const conn = (time: string, fingerprint: string, key: string | null): ConnectionEvent => ({ time, type: "connection", account: "tunnel", fingerprint, key, pid: 1 });
   t.regex(rotationStall([], o), /has seen no connection from the device since the switch/);
   t.regex(rotationStall([conn("2026-12-01T10:00:01Z", OLD, "device:raspi:20000")], o), /has seen no connection/, "before the switch does not count");
   t.regex(rotationStall([conn("2026-12-01T10:00:06Z", OLD, null), conn("2026-12-01T10:00:09Z", OLD, null)], o), /still offers its old key \(refused 2 time\(s\) since the switch, last at 2026-12-01T10:00:09Z\)/);

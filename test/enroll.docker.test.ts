@@ -8,12 +8,13 @@ import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from "node:f
 import os from "node:os";
 import path from "node:path";
 import test, { type ExecutionContext } from "ava";
-import { RELAY_CONTAINER_PORT } from "../infra/relayContainer.ts";
-import { RelayAdmin } from "../provision/relay.ts";
-import { parseRelayFacts } from "../provision/relayFacts.ts";
-import { buildImage, createNatTopology, docker, ensureDocker, keygen, relayKeyFiles, Scope, startRelayContainer, waitFor, type Topology } from "./bed/index.ts";
-import { runCli } from "./provision/cli.ts";
-import { DEVICE_RUN_FLAGS } from "./provision/deviceFixture.ts";
+import { RELAY_CONTAINER_PORT } from "../lib/contract/relay.ts";
+import { RelayAdmin } from "../provision/relay/admin.ts";
+import { parseRelayFacts } from "../provision/relay/facts.ts";
+import { parsePublicKey } from "../lib/keys.ts";
+import { renderRelayFacts } from "../provision/relay/facts.ts";
+import { buildImage, copySshDir, createNatTopology, docker, ensureDocker, keygen, Scope, startDevice, startLaptop, startRelay, type Topology } from "./bed/index.ts";
+import { runCli } from "./bed/index.ts";
 
 interface Bed {
   scope: Scope;
@@ -39,38 +40,27 @@ const USER_CONFIG = "# my own settings\r\nHost work\r\n  User me\r\n  Port 2200\
 
 test.before(async () => {
   await ensureDocker();
-  const [relayImage, agentImage, deviceImage, hostImage] = await Promise.all([buildImage("rtunneld"), buildImage("rtunnel"), buildImage("device"), buildImage("host")]);
+  const agentImage = await buildImage("rtunnel");
   const scope = new Scope("enroll");
   const net = await createNatTopology(scope);
   const tmp = await mkdtemp(path.join(os.tmpdir(), "rtunnel-enroll-"));
   const home = path.join(tmp, "home");
   await mkdir(path.join(home, ".ssh"), { recursive: true, mode: 0o700 });
   await writeFile(path.join(home, ".ssh", "config"), USER_CONFIG, { mode: 0o600 });
-  const identity = path.join(home, ".ssh", "id_ed25519");
-  const operatorKey = await keygen(identity, "operator");
-  const keys = await relayKeyFiles(tmp, [operatorKey]);
-  const relay = scope.name("relay");
-  await startRelayContainer({
-    image: relayImage, name: relay, hostKeyFile: keys.hostKeyFile, adminKeysFile: keys.adminKeysFile,
-    stateVolume: await scope.volume("relay-state"), flags: scope.flags, network: net.internet,
-  });
-  const relayHostKey = keys.hostKey;
-  const device = await net.attach(net.home, scope.name("device"), ["--hostname", "raspi", ...DEVICE_RUN_FLAGS, deviceImage]);
-  const noDocker = await net.attach(net.home, scope.name("nodocker"), ["--hostname", "nodocker", hostImage]);
-  const laptop = await net.attach(net.office, scope.name("laptop"), ["--hostname", "laptop", "--entrypoint", "sleep", hostImage, "infinity"]);
+  const operator = await keygen(path.join(home, ".ssh", "id_ed25519"), "operator");
+  const relay = await startRelay(scope, { network: net.internet, dir: tmp, admin: operator });
   // As the person did with ssh-copy-id before enrolling: their key may log in as pi.
-  for (const c of [device, noDocker]) {
-    await scope.exec(c, ["sh", "-c", "install -d -m 700 -o pi -g pi /home/pi/.ssh && cat > /home/pi/.ssh/authorized_keys && chown pi:pi /home/pi/.ssh/authorized_keys"], { input: `${operatorKey}\n` });
-  }
-  await waitFor("the device's dockerd", async () => (await scope.exec(device, ["docker", "info"], { check: false })).code === 0);
-  for (const c of [device, noDocker]) await waitFor(`${c}'s sshd`, async () => (await scope.exec(c, ["nc", "-z", "127.0.0.1", "22"], { check: false })).code === 0);
-  const relayIp = await net.ip(relay, net.internet);
+  const [device, noDocker] = await Promise.all([
+    startDevice({ hostname: "raspi", operatorKey: operator.pub, place: (args) => net.attach(net.home, scope.name("device"), args) }),
+    startDevice({ image: "host", hostname: "nodocker", operatorKey: operator.pub, place: (args) => net.attach(net.home, scope.name("nodocker"), args) }),
+  ]);
+  const laptop = await startLaptop((args) => net.attach(net.office, scope.name("laptop"), args), "laptop");
   const relayFile = path.join(tmp, "relay.json");
-  await writeFile(relayFile, JSON.stringify({ host: relayIp, port: RELAY_CONTAINER_PORT, hostKey: relayHostKey }));
-  const deviceFp = (await scope.exec(device, ["ssh-keygen", "-lf", "/etc/ssh/ssh_host_ed25519_key.pub"])).stdout.split(" ")[1]!;
+  await writeFile(relayFile, renderRelayFacts(relay.facts()));
   bed = {
-    scope, net, tmp, home, identity, operatorKey, relay, relayIp, relayHostKey, relayFile, device, deviceFp,
-    deviceIp: await net.ip(device, net.home.network), noDocker, noDockerIp: await net.ip(noDocker, net.home.network), laptop, agentImage,
+    scope, net, tmp, home, identity: operator.file, operatorKey: operator.pub, relay: relay.container, relayIp: relay.ip, relayHostKey: relay.hostKey, relayFile,
+    device: device.container, deviceFp: device.hostKeyFingerprint, deviceIp: await net.ip(device.container, net.home.network),
+    noDocker: noDocker.container, noDockerIp: await net.ip(noDocker.container, net.home.network), laptop, agentImage,
   };
 });
 
@@ -137,8 +127,7 @@ test.serial("[docker] enrollment from home writes ~/.ssh so that the office lapt
   t.is(await readFile(path.join(ssh, "config.rtunnel-backup"), "utf8"), USER_CONFIG);
 
   // The office laptop gets that ~/.ssh and nothing else.
-  await docker(["cp", `${ssh}/.`, `${bed.laptop}:/root/.ssh`]);
-  await onLaptop(["chown", "-R", "root:root", "/root/.ssh"]);
+  await copySshDir(bed.laptop, ssh);
   const hostname = await onLaptop(["ssh", "raspi", "hostname"]);
   t.is(hostname.code, 0, hostname.stderr);
   t.is(hostname.stdout.trim(), "raspi");
@@ -205,7 +194,7 @@ const failures: [string, () => Promise<string[]>, RegExp][] = [
   ["an unknown relay host key", async () => {
     const other = await keygen(path.join(bed.tmp, `other-relay-${Date.now()}`), "impostor");
     const file = path.join(bed.tmp, "wrong-relay.json");
-    await writeFile(file, JSON.stringify({ host: bed.relayIp, port: RELAY_CONTAINER_PORT, hostKey: other }));
+    await writeFile(file, JSON.stringify({ host: bed.relayIp, port: RELAY_CONTAINER_PORT, hostKey: other.pub }));
     return [...base("raspi", bed.deviceIp), "--relay", file];
   }, /^rtunnel: the relay at .* shows host key SHA256:\S+, not the pinned SHA256:\S+ from /],
   ["a relay that refuses the admin key", async () => {
@@ -217,7 +206,7 @@ const failures: [string, () => Promise<string[]>, RegExp][] = [
     const other = await keygen(path.join(bed.tmp, `taken-${Date.now()}`), "taken");
     const admin = await RelayAdmin.connect(parseRelayFacts({ host: bed.relayIp, port: RELAY_CONTAINER_PORT, hostKey: bed.relayHostKey }, "test"), { identityFile: bed.identity });
     try {
-      await admin.addDevice("taken", other);
+      await admin.addDevice("taken", parsePublicKey(other.pub));
     } finally {
       admin.dispose();
     }

@@ -10,30 +10,28 @@ import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from "node:fs/promise
 import os from "node:os";
 import path from "node:path";
 import test from "ava";
-import { RELAY_CONTAINER_PORT } from "../infra/relayContainer.ts";
-import { enrollDevice } from "../provision/enroll.ts";
-import { applyLaptop, laptopPaths, planLaptop } from "../provision/laptop.ts";
-import { RelayAdmin } from "../provision/relay.ts";
-import { parseRelayFacts, type RelayFacts } from "../provision/relayFacts.ts";
-import { parsePublicKey } from "../provision/validate.ts";
-import { buildImage, docker, ensureDocker, keygen, relayKeyFiles, Scope, startRelayContainer, waitFor } from "./bed/index.ts";
-import { createFleetNet, type FleetNet } from "./fleet/world.ts";
-import { runCli } from "./provision/cli.ts";
-import { DEVICE_RUN_FLAGS } from "./provision/deviceFixture.ts";
+import { RELAY_CONTAINER_PORT } from "../lib/contract/relay.ts";
+import { enrollDevice } from "../provision/commands/enroll.ts";
+import { parsePublicKey } from "../lib/keys.ts";
+import { applyLaptop, laptopModel, laptopPaths, planLaptopWrites, readLaptop } from "../provision/laptop/files.ts";
+import { withDevice } from "../provision/laptop/model.ts";
+import { RelayAdmin } from "../provision/relay/admin.ts";
+import { parseRelayFacts, renderRelayFacts, type RelayFacts } from "../provision/relay/facts.ts";
+import {
+  agentVolumeFlags, buildImage, copySshDir, createNatTopology, docker, ensureDocker, keygen, Scope, startAgent, startDevice, startLaptop, startRelay, waitFor,
+  type RelayFixture, type Site, type Topology,
+} from "./bed/index.ts";
+import { runCli } from "./bed/index.ts";
 
 interface World {
   scope: Scope;
-  net: FleetNet;
+  net: Topology;
   tmp: string;
   home: string;
   identity: string;
   facts: RelayFacts;
   relayFile: string;
-  relay: string;
-  relayImage: string;
-  relayKey: string;
-  adminKeys: string;
-  stateVolume: string;
+  relay: RelayFixture;
   devices: Record<"device1" | "device2" | "device3", string>;
   agent2: string;
   laptopA: string;
@@ -41,13 +39,6 @@ interface World {
   ports: Record<string, number>;
 }
 let w: World;
-
-async function startRelay(name: string): Promise<void> {
-  await startRelayContainer({
-    image: w.relayImage, name, hostKeyFile: w.relayKey, adminKeysFile: w.adminKeys, stateVolume: w.stateVolume,
-    flags: w.scope.flags, network: w.net.internet, ip: w.net.relayIp,
-  });
-}
 
 async function admin<T>(fn: (r: RelayAdmin) => Promise<T>): Promise<T> {
   const r = await RelayAdmin.connect(w.facts, { identityFile: w.identity });
@@ -60,70 +51,58 @@ async function admin<T>(fn: (r: RelayAdmin) => Promise<T>): Promise<T> {
 
 test.before(async () => {
   await ensureDocker();
-  const [relayImage, agentImage, deviceImage, hostImage] = await Promise.all([buildImage("rtunneld"), buildImage("rtunnel"), buildImage("device"), buildImage("host")]);
+  const agentImage = await buildImage("rtunnel");
   const scope = new Scope("fleet");
-  const net = await createFleetNet(scope);
+  // A fixed `internet` subnet, so that a replaced relay container takes the address of the
+  // one it replaces, as the Elastic IP keeps it on AWS.
+  const net = await createNatTopology(scope, { fixedInternetSubnet: true });
   const tmp = await mkdtemp(path.join(os.tmpdir(), "rtunnel-fleet-"));
   const home = path.join(tmp, "home");
   await mkdir(path.join(home, ".ssh"), { recursive: true, mode: 0o700 });
-  const identity = path.join(home, ".ssh", "id_ed25519");
-  const operatorKey = await keygen(identity, "operator");
-  const keys = await relayKeyFiles(tmp, [operatorKey]);
-  const [relayKey, relayHostKey, adminKeys] = [keys.hostKeyFile, keys.hostKey, keys.adminKeysFile];
+  const operator = await keygen(path.join(home, ".ssh", "id_ed25519"), "operator");
+  const relay = await startRelay(scope, { network: net.internet, ip: net.reservedInternetIp!, dir: tmp, admin: operator });
   const relayFile = path.join(tmp, "relay.json");
-  await writeFile(relayFile, JSON.stringify({ host: net.relayIp, port: RELAY_CONTAINER_PORT, hostKey: relayHostKey }));
-  const facts = parseRelayFacts({ host: net.relayIp, port: RELAY_CONTAINER_PORT, hostKey: relayHostKey }, relayFile);
-  const stateVolume = await scope.volume("relay-state");
-  w = { scope, net, tmp, home, identity, facts, relayFile, relay: scope.name("relay"), relayImage, relayKey, adminKeys, stateVolume, devices: {} as World["devices"], agent2: scope.name("agent2"), laptopA: "", laptopB: "", ports: {} };
-  await startRelay(w.relay);
+  await writeFile(relayFile, renderRelayFacts(relay.facts()));
+  const facts = parseRelayFacts(relay.facts(), relayFile);
+  w = { scope, net, tmp, home, identity: operator.file, facts, relayFile, relay, devices: {} as World["devices"], agent2: "", laptopA: "", laptopB: "", ports: {} };
 
-  const stateVol2 = await scope.volume("device2-rtunnel");
+  const volume2 = await scope.volume("device2-rtunnel");
+  const at = (site: Site, name: string) => (args: readonly string[]) => net.attach(site, scope.name(name), args);
   const [d1, d3, d2, la, lb] = await Promise.all([
-    net.attach(net.home, scope.name("device1"), ["--hostname", "device1", ...DEVICE_RUN_FLAGS, deviceImage]),
-    net.attach(net.home, scope.name("device3"), ["--hostname", "device3", ...DEVICE_RUN_FLAGS, deviceImage]),
-    net.attach(net.home, scope.name("device2"), ["--hostname", "device2", "-v", `${stateVol2}:/etc/rtunnel`, hostImage]),
-    net.attach(net.office, scope.name("laptop-a"), ["--hostname", "laptop-a", "--entrypoint", "sleep", hostImage, "infinity"]),
-    net.attach(net.office, scope.name("laptop-b"), ["--hostname", "laptop-b", "--entrypoint", "sleep", hostImage, "infinity"]),
+    startDevice({ hostname: "device1", operatorKey: operator.pub, place: at(net.home, "device1") }),
+    startDevice({ hostname: "device3", operatorKey: operator.pub, place: at(net.home, "device3") }),
+    startDevice({ image: "host", hostname: "device2", operatorKey: operator.pub, flags: agentVolumeFlags(volume2), place: at(net.home, "device2") }),
+    startLaptop(at(net.office, "laptop-a"), "laptop-a"),
+    startLaptop(at(net.office, "laptop-b"), "laptop-b"),
   ]);
-  w.devices = { device1: d1, device2: d2, device3: d3 };
+  w.devices = { device1: d1.container, device2: d2.container, device3: d3.container };
   w.laptopA = la;
   w.laptopB = lb;
-  for (const c of [d1, d2, d3]) {
-    await scope.exec(c, ["sh", "-c", "install -d -m 700 -o pi -g pi /home/pi/.ssh && cat > /home/pi/.ssh/authorized_keys && chown pi:pi /home/pi/.ssh/authorized_keys"], { input: `${operatorKey}\n` });
-  }
-  for (const c of [d1, d3]) await waitFor(`${c}'s dockerd`, async () => (await scope.exec(c, ["docker", "info"], { check: false })).code === 0);
-  for (const c of [d1, d2, d3]) await waitFor(`${c}'s sshd`, async () => (await scope.exec(c, ["nc", "-z", "127.0.0.1", "22"], { check: false })).code === 0);
 
   // device1 and device3: the real enrollment, from home (this process is on the home bridge).
-  for (const name of ["device1", "device3"] as const) {
-    const c = w.devices[name];
-    const ip = await scope.ip(c, net.home.network);
-    const pin = (await scope.exec(c, ["ssh-keygen", "-lf", "/etc/ssh/ssh_host_ed25519_key.pub"])).stdout.split(" ")[1]!;
-    const r = await enrollDevice({ name, host: ip, user: "pi", identity, home, relay: facts, deviceHostKey: pin, image: agentImage, client: "laptop-a", timeout: 90 });
+  for (const [name, d] of [["device1", d1], ["device3", d3]] as const) {
+    const r = await enrollDevice({ name, host: await scope.ip(d.container, net.home.network), user: "pi", identity: operator.file, home, relay: facts, deviceHostKey: d.hostKeyFingerprint, image: agentImage, client: "laptop-a", timeout: 90 });
     w.ports[name] = r.port;
   }
 
-  // device2 (light): its key made on it, registered, the agent beside its sshd.
-  const pub2 = (await scope.exec(d2, ["sh", "-c", "umask 077; ssh-keygen -q -t ed25519 -N '' -C rtunnel-device2 -f /etc/rtunnel/id_ed25519 && cat /etc/rtunnel/id_ed25519.pub"])).stdout.trim();
-  const added = await admin((r) => r.addDevice("device2", pub2));
-  w.ports.device2 = added.port;
-  await scope.exec(d2, ["sh", "-c", `printf 'RELAY_HOST=${net.relayIp}\\nRELAY_PORT=${RELAY_CONTAINER_PORT}\\nFORWARD_PORT=${added.port}\\n' > /etc/rtunnel/rtunnel.env && printf '[${net.relayIp}]:${RELAY_CONTAINER_PORT} %s\\n' '${relayHostKey.split(" ").slice(0, 2).join(" ")}' > /etc/rtunnel/known_hosts`]);
-  await scope.run(["--name", w.agent2, "--network", `container:${d2}`, "--restart", "unless-stopped", "-v", `${stateVol2}:/etc/rtunnel:ro`, agentImage]);
-  await admin((r) => r.addClient("laptop-a", operatorKey, ["device1", "device2", "device3"]));
-  const hk2 = parsePublicKey((await scope.exec(d2, ["cat", "/etc/ssh/ssh_host_ed25519_key.pub"])).stdout.trim());
+  // device2 (light): its key made on it, registered, the agent beside its sshd; this laptop's
+  // side for it written through the same laptop model enrollment uses.
+  const agent2 = await startAgent(scope, {
+    device: d2.container, volume: volume2, name: "device2", image: agentImage, relay: { ...relay.facts(), hostKey: relay.hostKey },
+    register: async (pub) => (await admin((r) => r.addDevice("device2", parsePublicKey(pub)))).port,
+  });
+  w.agent2 = agent2.container;
+  w.ports.device2 = agent2.forwardPort;
+  await admin((r) => r.addClient("laptop-a", parsePublicKey(operator.pub), ["device1", "device2", "device3"]));
   const paths = laptopPaths({ home });
-  await applyLaptop(paths, await planLaptop(paths, { relay: { host: facts.host, port: facts.port, hostKey: facts.hostKey }, device: { name: "device2", port: added.port, user: "pi", hostKey: hk2 }, identityFile: identity }));
+  const state = await readLaptop(paths);
+  const model = withDevice(laptopModel(paths, state, operator.file), { name: "device2", port: agent2.forwardPort, user: "pi", hostKey: parsePublicKey(d2.hostKey) });
+  await applyLaptop(paths, planLaptopWrites(paths, state, model));
   await waitFor("device2 online", async () => (await admin((r) => r.list())).find((e) => e.name === "device2")?.online === true, { tries: 240 });
 
-  await copySshDir(la);
-  await scope.exec(lb, ["sh", "-c", "mkdir -p -m 700 /root/.ssh && ssh-keygen -q -t ed25519 -N '' -C laptop-b -f /root/.ssh/id_ed25519"]);
+  await copySshDir(la, path.join(home, ".ssh"));
+  await scope.exec(lb, ["sh", "-c", "ssh-keygen -q -t ed25519 -N '' -C laptop-b -f /root/.ssh/id_ed25519"]);
 });
-
-async function copySshDir(laptop: string) {
-  await w.scope.exec(laptop, ["rm", "-rf", "/root/.ssh"]);
-  await docker(["cp", `${path.join(w.home, ".ssh")}/.`, `${laptop}:/root/.ssh`]);
-  await w.scope.exec(laptop, ["chown", "-R", "root:root", "/root/.ssh"]);
-}
 
 test.afterEach.always(async (t) => {
   if (!t.passed && w) t.log(await w.scope.logs().catch((e: unknown) => `(no logs: ${String(e)})`));
@@ -146,7 +125,7 @@ const status = async () => {
 /** A key the relay must refuse: ssh -R with it from a device, as a thief with a copy would. */
 const tunnelWith = (device: string, key: string, port: number) =>
   on(device, ["timeout", "120", "ssh", "-F", "/dev/null", "-i", key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-    "-o", "ExitOnForwardFailure=yes", "-p", String(RELAY_CONTAINER_PORT), "-N", "-R", `127.0.0.1:${port}:127.0.0.1:22`, `tunnel@${w.net.relayIp}`]);
+    "-o", "ExitOnForwardFailure=yes", "-p", String(RELAY_CONTAINER_PORT), "-N", "-R", `127.0.0.1:${port}:127.0.0.1:22`, `tunnel@${w.relay.ip}`]);
 
 test.serial("[docker] status lists three devices online with port, connected since and fingerprint, and exits 0", async (t) => {
   const s = await status();
@@ -203,7 +182,8 @@ test.serial("[docker] add-client: laptop B granted device2 reaches device2 and i
   for (const d of ["device1", "device3"]) {
     const by = await on(w.laptopB, ["ssh", "-o", "ConnectTimeout=30", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-J", "rtunnel-relay", "-p", String(w.ports[d]), "pi@127.0.0.1", "true"]);
     t.not(by.code, 0, d);
-    t.regex(by.stderr, /administratively prohibited|open failed/, d);
+    // Through the multiplexed relay hop the refusal reads "Stdio forwarding request failed".
+    t.regex(by.stderr, /administratively prohibited|open failed|Stdio forwarding request failed/, d);
   }
   // Laptop A keeps every device.
   for (const d of ["device1", "device2", "device3"]) t.is((await on(w.laptopA, ["ssh", d, "true"])).code, 0, d);
@@ -296,9 +276,7 @@ test.serial("[docker] rotate-key device1 while laptop A loops `ssh device1 true`
 
 test.serial("[docker] the relay container replaced (same host key and state): every device back by itself, laptops see no host key warning", async (t) => {
   const t0 = Date.now();
-  await docker(["rm", "-f", w.relay]);
-  w.relay = w.scope.name("relay2");
-  await startRelay(w.relay);
+  await w.relay.replace();
   const started = Date.now();
   // Polled in process (a CLI run costs about a second of Node start-up), then confirmed by the CLI.
   const online = async () => (await admin((r) => r.list())).filter((e) => e.kind === "device" && e.online).length === 2;
@@ -336,7 +314,7 @@ test.serial("[docker] remove-client laptop-b: its live session ends, the relay r
 });
 
 test.serial("[docker] bad input: one line, non-zero exit, nothing changed on the relay", async (t) => {
-  const before = (await on(w.relay, ["cat", "/var/lib/rtunneld/registry/registry.json"])).stdout;
+  const before = await w.relay.registry();
   const keyX = path.join(w.tmp, `laptop-x-${Date.now()}`);
   await keygen(keyX, "laptop-x");
   const aFile = path.join(w.tmp, "a-file");
@@ -369,6 +347,6 @@ test.serial("[docker] bad input: one line, non-zero exit, nothing changed on the
     await rm(path.join(ssh, "config.d"), { force: true });
     await rename(path.join(ssh, "config.d.saved"), path.join(ssh, "config.d"));
   }
-  t.is((await on(w.relay, ["cat", "/var/lib/rtunneld/registry/registry.json"])).stdout, before);
+  t.is(await w.relay.registry(), before);
   t.is((await on(w.devices.device1, ["docker", "ps", "-q", "--filter", "name=^rtunnel$"])).stdout.trim().length > 0, true, "device1's agent still runs");
 });

@@ -8,10 +8,11 @@ import { join } from "node:path";
 import test from "ava";
 import fc from "fast-check";
 import {
-  cloudRelayRunOptions, HOST_KEY_FILE, renderPrepareScript, renderRunScript, renderUnit, renderUserData, shellQuote,
+  cloudRelayRunOptions, HOST_KEY_FILE, renderPrepareScript, renderRunScript, renderUnit, renderUserData,
   type CloudInitInput,
 } from "../infra/cloudInit.ts";
-import { relayRunArgs } from "../infra/relayContainer.ts";
+import { relayRunArgs } from "../lib/contract/relayRun.ts";
+import { quote } from "../lib/shell.ts";
 
 const INPUT: CloudInitInput = {
   region: "eu-central-1",
@@ -60,9 +61,9 @@ test("the run script is exactly `exec docker <relayRunArgs>` with the cloud opti
   t.is(args.at(-1), INPUT.image, "by digest");
 });
 
-test("shellQuote survives any string through bash", (t) => {
+test("quote survives any string through bash", (t) => {
   fc.assert(fc.property(fc.array(fc.string({ unit: "binary" }).map((s) => s.replace(/\0/g, "")), { minLength: 1, maxLength: 4 }), (args) => {
-    const out = execFileSync("bash", ["-c", `printf '%s\\0' ${args.map(shellQuote).join(" ")}`]).toString("utf8");
+    const out = execFileSync("bash", ["-c", `printf '%s\\0' ${args.map(quote).join(" ")}`]).toString("utf8");
     t.deepEqual(out.split("\0").slice(0, -1), args);
   }), { numRuns: 25 });
 });

@@ -4,32 +4,27 @@
 // container name swapped for local ones.
 
 import { execFileSync } from "node:child_process";
-import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import test from "ava";
 import { cloudRelayRunOptions, renderRunScript } from "../infra/cloudInit.ts";
-import { openSshFingerprint, publicKeyLine } from "../infra/hostKey.ts";
-import { relayRunArgs } from "../infra/relayContainer.ts";
-import { buildImage, docker, ensureDocker, run, useScope, waitFor } from "./bed/index.ts";
+import { keyLine, parsePublicKey } from "../lib/keys.ts";
+import { relayRunArgs } from "../lib/contract/relayRun.ts";
+import { buildImage, docker, ensureDocker, keygen, run, useScope, waitFor, waitRelayReady } from "./bed/index.ts";
 
 test.before(async () => {
   await ensureDocker();
 });
 
-function keypair(dir: string, name: string): { file: string; pub: string } {
-  const file = join(dir, name);
-  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", name, "-f", file]);
-  return { file, pub: readFileSync(`${file}.pub`, "utf8").trim() };
-}
+const publicKeyLine = (line: string) => keyLine(parsePublicKey(line));
 
 test("[docker] the cloud-init run script starts the relay image with the pinned host key and the admin keys", async (t) => {
   const scope = useScope(t);
   const image = await buildImage("rtunneld");
   const dir = mkdtempSync(join(tmpdir(), "rtunnel-infra-run-"));
-  const hostKey = keypair(dir, "ssh_host_ed25519_key");
-  chmodSync(hostKey.file, 0o600);
-  const admin = keypair(dir, "admin");
+  const hostKey = await keygen(join(dir, "ssh_host_ed25519_key"), "ssh_host_ed25519_key");
+  const admin = await keygen(join(dir, "admin"), "admin");
   const adminKeys = join(dir, "admin_keys");
   writeFileSync(adminKeys, `${admin.pub}\n`);
 
@@ -49,6 +44,7 @@ test("[docker] the cloud-init run script starts the relay image with the pinned 
   const script = renderRunScript(args);
   t.regex(script, new RegExp(`^exec docker run -d --name ${name} -p 127\\.0\\.0\\.1::2222 `, "m"));
   await run("bash", ["-c", script]);
+  await waitRelayReady(name);
 
   const port = Number((await docker(["port", name, "2222/tcp"])).stdout.trim().split("\n")[0]!.split(":").pop());
   t.true(port > 0, `published port ${port}`);
@@ -58,10 +54,10 @@ test("[docker] the cloud-init run script starts the relay image with the pinned 
     const r = await run("ssh-keyscan", ["-t", "ed25519", "-p", String(port), "127.0.0.1"], { check: false });
     scanned = r.stdout.split("\n").find((l) => l.includes("ssh-ed25519")) ?? "";
     return scanned !== "";
-  }, { tries: 60, intervalMs: 500 });
+  }, { tries: 240, intervalMs: 500 });
   const served = publicKeyLine(scanned.replace(/^\S+\s+/, ""));
   t.is(served, publicKeyLine(hostKey.pub), "the relay serves the mounted host key, not one of its own");
-  t.is(openSshFingerprint(served), execFileSync("ssh-keygen", ["-lf", `${hostKey.file}.pub`], { encoding: "utf8" }).split(" ")[1]!);
+  t.is(parsePublicKey(served).fingerprint, execFileSync("ssh-keygen", ["-lf", `${hostKey.file}.pub`], { encoding: "utf8" }).split(" ")[1]!);
 
   const knownHosts = join(dir, "known_hosts");
   writeFileSync(knownHosts, `[127.0.0.1]:${port} ${publicKeyLine(hostKey.pub)}\n`);
@@ -69,7 +65,7 @@ test("[docker] the cloud-init run script starts the relay image with the pinned 
     "-F", "none", "-i", admin.file, "-p", String(port),
     "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", `UserKnownHostsFile=${knownHosts}`,
     "admin@127.0.0.1", "host-key",
-  ], { check: false, timeoutMs: 30_000 });
+  ], { check: false, timeoutMs: 180_000 });
   t.is(ssh.code, 0, `admin host-key: ${ssh.stderr}`);
   t.is(publicKeyLine(ssh.stdout), publicKeyLine(hostKey.pub), "the admin key from adminKeysFile is accepted");
 });

@@ -4,12 +4,13 @@ import { lstat, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, writeFile 
 import os from "node:os";
 import path from "node:path";
 import test from "ava";
-import { defaultClientName } from "../provision/enroll.ts";
+import { defaultClientName } from "../provision/commands/enroll.ts";
 import { ExitError } from "../provision/errors.ts";
-import { applyLaptop, atomicWrite, laptopPaths, pinnedDeviceKey, planLaptop, readLaptop, type LaptopChange } from "../provision/laptop.ts";
-import { parseRelayFacts } from "../provision/relayFacts.ts";
-import { parsePublicKey } from "../provision/validate.ts";
-import { runCli } from "./provision/cli.ts";
+import { applyLaptop, atomicWrite, laptopModel, laptopPaths, pinnedDeviceFingerprint, planLaptopWrites, readLaptop, type LaptopPaths } from "../provision/laptop/files.ts";
+import { withDevice, withRelay } from "../provision/laptop/model.ts";
+import { parseRelayFacts } from "../provision/relay/facts.ts";
+import { parsePublicKey, type PublicKey } from "../lib/keys.ts";
+import { runCli } from "./bed/index.ts";
 
 const KEY = parsePublicKey("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG2cck8EOaHbiWbCBdjzWCjhONoEIKmWbfJB/kHOsUrH x");
 
@@ -19,13 +20,25 @@ async function home(t: { teardown: (f: () => Promise<void>) => void }) {
   return dir;
 }
 
-const change = (h: string, name = "raspi", port = 20000): LaptopChange => ({
+interface Change {
+  relay: { host: string; port: number; hostKey: PublicKey };
+  device: { name: string; port: number; user: string; hostKey: PublicKey };
+  identityFile: string;
+}
+
+const change = (h: string, name = "raspi", port = 20000): Change => ({
   relay: { host: "203.0.113.7", port: 12345, hostKey: KEY },
   device: { name, port, user: "pi", hostKey: KEY },
   identityFile: path.join(h, ".ssh", "id_ed25519"),
 });
 
-async function enrollLaptop(h: string, c: LaptopChange) {
+/** What enrollment writes on the laptop for one device, through the model. */
+async function planLaptop(p: LaptopPaths, c: Change) {
+  const state = await readLaptop(p);
+  return planLaptopWrites(p, state, withDevice(withRelay(laptopModel(p, state, c.identityFile), c.relay), c.device));
+}
+
+async function enrollLaptop(h: string, c: Change) {
   const p = laptopPaths({ home: h, windows: false });
   return applyLaptop(p, await planLaptop(p, c));
 }
@@ -38,7 +51,7 @@ test("a fresh home gets config, config.d/rtunnel and known_hosts.rtunnel with ~/
   const fragment = await readFile(path.join(h, ".ssh", "config.d", "rtunnel"), "utf8");
   t.regex(fragment, /IdentityFile ~\/\.ssh\/id_ed25519/);
   t.regex(fragment, /UserKnownHostsFile ~\/\.ssh\/known_hosts\.rtunnel/);
-  t.is(await pinnedDeviceKey(laptopPaths({ home: h }), "raspi"), KEY.fingerprint);
+  t.is(await pinnedDeviceFingerprint(laptopPaths({ home: h }), "raspi"), KEY.fingerprint);
   t.false((await readdir(path.join(h, ".ssh"))).includes("config.rtunnel-backup"));
 });
 

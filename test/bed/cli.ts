@@ -5,7 +5,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { buildImage, docker, ensureBaseImage, ensureEngine, leftovers, sweepAll, waitFor } from "./index.ts";
-import { imageProblem } from "./baseImage.ts";
+import { imageProblem } from "../../lib/docker/baseImage.ts";
 
 const usage = "usage: npm run testbed -- prepare | fresh-base | sweep | check";
 const say = (line: string) => console.error(`testbed: ${line}`);

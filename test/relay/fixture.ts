@@ -1,13 +1,18 @@
-// A relay started exactly as the cloud starts it (relayRunArgs), and a client container with
-// the real OpenSSH 10 client that plays the devices and the laptops. Keys are made inside the
-// client, so nothing here depends on the host's ssh.
+// The relay tests' world: a relay from the fixture library (run exactly as the cloud runs it)
+// and a client container with the real OpenSSH 10 client that plays the devices and the
+// laptops, all from one address. Keys are made inside the client, so nothing here depends on
+// the host's ssh; the relay gets its host key and admin key through files, as in the cloud.
 import { chmod, mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { buildImage, docker, exec, type RunResult, type Scope, startRelayContainer, waitFor } from "../bed/index.ts";
-import { RELAY_CONTAINER_PORT } from "../../infra/relayContainer.ts";
+import { RELAY_CONTAINER_PORT, RELAY_REGISTRY_FILE } from "../../lib/contract/relay.ts";
+import { hostPattern, knownHostsLine } from "../../lib/knownHosts.ts";
+import { parsePublicKey } from "../../lib/keys.ts";
+import { sh } from "../../lib/shell.ts";
+import { buildImage, docker, exec, runMisconfiguredRelay, startRelay as startRelayFixture, type RelayFixture, type RunResult, type Scope, waitFor } from "../bed/index.ts";
 
 export interface Relay {
+  fixture: RelayFixture;
   container: string;
   volume: string;
   network: string;
@@ -29,7 +34,7 @@ export interface Relay {
   listening(port: number): Promise<boolean>;
   /** Starts `ssh -N -R 127.0.0.1:port:127.0.0.1:22` in the client; resolves when the port listens. */
   tunnel(key: string, port: number): Promise<void>;
-  /** Starts a new relay container on the same volume (the old one must be gone). */
+  /** Starts a new relay container on the same volume (the old one is removed first). */
   restart(): Promise<void>;
   /** Runs one more relay container (its own name and volume, same keys), detached, without waiting for it. */
   runVariant(opts: { portRange?: string }): Promise<string>;
@@ -54,77 +59,67 @@ export function sshArgv(relayHost: string, key: string, user: string, opts: read
 
 /** Relay + client on a fresh network; the host key is mounted read-only as in the cloud. */
 export async function startRelay(scope: Scope, { clientFlags = [] as string[], mountHostKey = true } = {}): Promise<Relay> {
-  const [image, clientImage] = await Promise.all([buildImage("rtunneld"), buildImage("relay-client")]);
+  const clientImage = await buildImage("relay-client");
   const network = await scope.network("relaynet");
-  const volume = await scope.volume("relaystate");
-  const client = await scope.run([
-    "--name", scope.name("client"), "--network", network, "--cap-add", "NET_ADMIN", ...clientFlags, clientImage,
-  ]);
-  // Host key and admin key are made in the client; the relay gets them through files the
-  // host mounts, exactly like the cloud's /etc/rtunneld.
+  const client = await scope.run(["--name", scope.name("client"), "--network", network, "--cap-add", "NET_ADMIN", ...clientFlags, clientImage]);
   await exec(client, ["sh", "-c", "ssh-keygen -q -t ed25519 -N '' -C admin -f /k/admin && ssh-keygen -q -t ed25519 -N '' -C relay -f /k/host"]);
   const dir = await mkdtemp(path.join(tmpdir(), "rtunnel-relay-"));
-  const hostKeyFile = path.join(dir, "ssh_host_ed25519_key");
-  const adminKeysFile = path.join(dir, "admin_keys");
-  await writeFile(hostKeyFile, (await exec(client, ["cat", "/k/host"])).stdout, { mode: 0o600 });
-  await chmod(hostKeyFile, 0o600);
-  await writeFile(adminKeysFile, (await exec(client, ["cat", "/k/admin.pub"])).stdout);
-  let hostKey = (await exec(client, ["cat", "/k/host.pub"])).stdout.split(" ").slice(0, 2).join(" ");
-  const container = scope.name("relay");
+  const keys = { hostKeyFile: path.join(dir, "ssh_host_ed25519_key"), adminKeysFile: path.join(dir, "admin_keys"), hostKey: (await exec(client, ["cat", "/k/host.pub"])).stdout.split(" ").slice(0, 2).join(" ") };
+  await writeFile(keys.hostKeyFile, (await exec(client, ["cat", "/k/host"])).stdout, { mode: 0o600 });
+  await chmod(keys.hostKeyFile, 0o600);
+  await writeFile(keys.adminKeysFile, (await exec(client, ["cat", "/k/admin.pub"])).stdout);
+  // The fixture's own admin calls (over the published port) are not used here: every ssh of
+  // these tests goes from the client container.
+  const adminFile = path.join(dir, "admin");
+  await writeFile(adminFile, (await exec(client, ["cat", "/k/admin"])).stdout, { mode: 0o600 });
+  const f = await startRelayFixture(scope, { network, dir, keys, admin: { file: adminFile, pub: (await exec(client, ["cat", "/k/admin.pub"])).stdout.trim() }, mountHostKey });
+  const pin = async () => exec(client, ["sh", "-c", sh`cat > /k/known_hosts`.text], { input: `${knownHostsLine({ pattern: hostPattern(f.container, RELAY_CONTAINER_PORT), key: parsePublicKey(f.hostKey) })}\n` });
+  await pin();
 
-  const startContainer = async () => {
-    await startRelayContainer({
-      image, name: container, hostKeyFile: mountHostKey ? hostKeyFile : undefined, adminKeysFile, stateVolume: volume, flags: scope.flags, network,
-    });
-  };
-  await startContainer();
-  if (!mountHostKey) hostKey = (await exec(container, ["cat", "/run/rtunneld/ssh_host_ed25519_key.pub"])).stdout.split(" ").slice(0, 2).join(" ");
-  await exec(client, ["sh", "-c", `echo "[${container}]:${RELAY_CONTAINER_PORT} ${hostKey}" > /k/known_hosts`]);
-
-  const keys = new Map<string, Promise<string>>();
+  const keyCache = new Map<string, Promise<string>>();
   const relay: Relay = {
-    container, volume, network, client, hostKey,
+    fixture: f,
+    get container() {
+      return f.container;
+    },
+    volume: f.stateVolume,
+    network,
+    client,
+    hostKey: f.hostKey,
     ssh: (key, user, opts, command = [], input = undefined) =>
-      exec(client, sshArgv(container, key, user, opts, command), { check: false, input, timeoutMs: 180_000 }),
-    admin: (words, input) => exec(client, sshArgv(container, "admin", "admin", ["-T"], words), { check: false, input, timeoutMs: 180_000 }),
+      exec(client, sshArgv(f.container, key, user, opts, command), { check: false, input, timeoutMs: 180_000 }),
+    admin: (words, input) => exec(client, sshArgv(f.container, "admin", "admin", ["-T"], words), { check: false, input, timeoutMs: 180_000 }),
     async adminJson<T>(words: readonly string[], input?: string | Buffer) {
       const r = await relay.admin(words, input);
       if (r.code !== 0) throw new Error(`admin ${words.join(" ")} exited ${r.code}: ${r.stderr.trim()}`);
       return JSON.parse(r.stdout) as T;
     },
     key(name) {
-      let k = keys.get(name);
+      let k = keyCache.get(name);
       if (!k) {
-        k = exec(client, ["sh", "-c", `test -f /k/${name} || ssh-keygen -q -t ed25519 -N '' -C ${name} -f /k/${name}; cat /k/${name}.pub`])
-          .then((r) => r.stdout.trim());
-        keys.set(name, k);
+        const file = `/k/${name}`;
+        k = exec(client, ["sh", "-c", sh`test -f ${file} || ssh-keygen -q -t ed25519 -N '' -C ${name} -f ${file}; cat ${`${file}.pub`}`.text]).then((r) => r.stdout.trim());
+        keyCache.set(name, k);
       }
       return k;
     },
-    registry: async () => (await exec(container, ["cat", "/var/lib/rtunneld/registry/registry.json"], { check: false })).stdout,
-    async listening(port) {
-      const hex = `0100007F:${port.toString(16).toUpperCase().padStart(4, "0")}`;
-      const tcp = (await exec(container, ["cat", "/proc/net/tcp"])).stdout;
-      return tcp.split("\n").some((l) => l.includes(` ${hex} `) && / 0A /.test(l));
-    },
+    registry: async () => (await exec(f.container, ["cat", RELAY_REGISTRY_FILE], { check: false })).stdout,
+    listening: (port) => f.listening(port),
     async tunnel(key, port) {
-      await docker(["exec", "-d", client, ...sshArgv(container, key, "tunnel", [
+      await docker(["exec", "-d", client, ...sshArgv(f.container, key, "tunnel", [
         "-N", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=5", "-R", `127.0.0.1:${port}:127.0.0.1:22`,
       ])]);
       await waitFor(`the tunnel of ${key} on port ${port}`, () => relay.listening(port), { tries: 480, intervalMs: 250 });
     },
     async restart() {
-      await startContainer();
+      // Same name, same volume: replace() would rename it; a recreated relay keeps its name here.
+      await docker(["rm", "-f", f.container]).catch(() => undefined);
+      await f.replace();
+      await pin();
     },
-    async runVariant({ portRange }) {
-      const name = scope.name("relayvariant");
-      await startRelayContainer({
-        image, name, hostKeyFile, adminKeysFile, stateVolume: await scope.volume("variantstate"), portRange, flags: scope.flags, network, wait: false,
-      });
-      return name;
-    },
+    runVariant: ({ portRange }) => runMisconfiguredRelay(scope, { network, keys, portRange }),
     async holdForward(key, localPort, port) {
-      await docker(["exec", "-d", client, ...sshArgv(container, key, "jump", [
+      await docker(["exec", "-d", client, ...sshArgv(f.container, key, "jump", [
         "-N", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=5", "-L", `127.0.0.1:${localPort}:127.0.0.1:${port}`,
       ])]);
       await waitFor(`the forward ${localPort} of ${key}`, async () => (await exec(client, ["nc", "-z", "127.0.0.1", String(localPort)], { check: false })).code === 0, { tries: 480, intervalMs: 250 });

@@ -1,0 +1,63 @@
+// The relay's contract (images/rtunneld/README.md), in one place for the whole kit: the
+// Pulumi program, cloud-init, the operator's CLI, the fixtures, the tests and the bench read
+// it from here. The image says the same things in bash, Python and sshd_config; a unit test
+// (test/contract.test.ts) holds those files to these values.
+
+/** Where something reaches the relay's sshd (laptops and devices may use different ones). */
+export interface RelayEndpoint {
+  host: string;
+  port: number;
+}
+
+/** sshd listens here inside the container; the host publishes it as REMOTE_PORT. */
+export const RELAY_CONTAINER_PORT = 2222;
+
+/** Container paths. */
+export const RELAY_CONF_DIR = "/etc/rtunneld";
+export const RELAY_HOST_KEY_PATH = `${RELAY_CONF_DIR}/ssh_host_ed25519_key`;
+export const RELAY_ADMIN_KEYS_PATH = `${RELAY_CONF_DIR}/admin_keys`;
+/** The state volume: registry, audit log, connection log. */
+export const RELAY_STATE_PATH = "/var/lib/rtunneld";
+export const RELAY_REGISTRY_FILE = `${RELAY_STATE_PATH}/registry/registry.json`;
+export const RELAY_AUDIT_FILE = `${RELAY_STATE_PATH}/registry/audit.log`;
+/** Runtime state (a tmpfs under --read-only). */
+export const RELAY_RUN_DIR = "/run/rtunneld";
+
+/** Environment of the container. */
+export const RELAY_ENV = {
+  portRange: "RTUNNELD_PORT_RANGE",
+  adminKeys: "RTUNNELD_ADMIN_KEYS",
+} as const;
+
+/** Ports handed to devices: below Linux's ephemeral range, never the relay's own. */
+export const DEFAULT_PORT_RANGE = "20000-29999";
+
+/** The three SSH accounts, and the two helpers' own users (fixed ids: the volume keeps its owners). */
+export const RELAY_ACCOUNTS = {
+  tunnel: { uid: 2001, who: "devices" },
+  jump: { uid: 2002, who: "laptops" },
+  admin: { uid: 2003, who: "the operator" },
+  rtkeys: { uid: 2004, who: "the key lookup (AuthorizedKeysCommandUser)" },
+  rtlog: { uid: 2005, who: "the connection log reader" },
+} as const;
+export type RelayAccount = keyof typeof RELAY_ACCOUNTS;
+
+/** Device and client names on the relay (the admin protocol's NAME). */
+export const NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
+
+/**
+ * The entrypoint prints this line (with more after it) once sshd LISTENS on the container
+ * port, not before: whoever starts a relay waits for it, then connects at once.
+ */
+export const RELAY_READY_LINE = `rtunneld: ready: sshd listening on port ${RELAY_CONTAINER_PORT}`;
+
+/** The entrypoint's exit codes. */
+export const RELAY_EXIT = {
+  portRange: 10,
+  adminKeys: 11,
+  hostKey: 12,
+  registry: 13,
+  sshdConfig: 14,
+  /** sshd, the reaper or the connection log reader ended: the restart policy brings all back */
+  supervisedEnded: 15,
+} as const;

@@ -1,0 +1,42 @@
+// Builds the project's images (images/NAME) and the fixtures' (lib/fixtures/images/NAME) from
+// their Dockerfiles, once per process and never twice at the same time across processes.
+import { existsSync } from "node:fs";
+import path from "node:path";
+import { docker } from "./docker.ts";
+import { withLock } from "./lock.ts";
+import { repoRoot } from "../paths.ts";
+
+export type ProjectImage = "rtunneld" | "rtunnel";
+
+const built = new Map<string, Promise<string>>();
+
+export function contextDir(name: string): string {
+  const project = path.join(repoRoot, "images", name);
+  if (existsSync(path.join(project, "Dockerfile"))) return project;
+  const fixture = path.join(repoRoot, "lib", "fixtures", "images", name);
+  if (existsSync(path.join(fixture, "Dockerfile"))) return fixture;
+  throw new Error(`no Dockerfile for image "${name}" in images/${name} or lib/fixtures/images/${name}`);
+}
+
+export function imageTag(name: string): string {
+  return `rtunnel/${name}:test`;
+}
+
+/** Builds images/NAME (or test/fixtures/NAME) and returns its tag. Docker's cache makes repeats cheap. */
+export function buildImage(name: ProjectImage | string): Promise<string> {
+  let pending = built.get(name);
+  if (!pending) {
+    pending = withLock(`build-${name}`, async () => {
+      const tag = imageTag(name);
+      await docker(["build", "--quiet", "--tag", tag, contextDir(name)], {
+        timeoutMs: 20 * 60_000,
+        // The legacy builder needs no buildx plugin, which the Debian client lacks.
+        env: { ...process.env, DOCKER_BUILDKIT: process.env.DOCKER_BUILDKIT ?? "0" },
+      });
+      return tag;
+    });
+    pending.catch(() => built.delete(name));
+    built.set(name, pending);
+  }
+  return pending;
+}

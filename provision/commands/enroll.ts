@@ -1,0 +1,434 @@
+// `enroll-device NAME` (DESIGN.md "Operator commands", steps 1-7), in two parts:
+//
+//   planEnrollment  reads everything (inputs, relay, device, the laptop's ~/.ssh files) and
+//                   returns every change it would make, in order, laptop writes included;
+//                   a bad input, a wrong host key, a refused admin key, a taken name, a
+//                   device that can't take part or an unreadable ~/.ssh/config stops it here,
+//                   before any change anywhere. `--dry-run` prints this plan and stops.
+//   applyEnrollment makes those changes: the device (Docker if asked, its key), the relay,
+//                   the agent (image, files, container), the operator's key on the device;
+//                   waits for the tunnel; then writes the laptop side, read again just
+//                   before, so an edit made meanwhile is kept.
+//
+// Every change is skipped when it is already there, so a second run changes nothing.
+import { readFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { agentPath, renderAgentEnv, renderAgentKnownHosts } from "../../lib/contract/agent.ts";
+import { InputError } from "../../lib/input.ts";
+import { fingerprintOf, parsePublicKey, type PublicKey } from "../../lib/keys.ts";
+import { Device } from "../device/device.ts";
+import { diagnoseAgent } from "../device/diagnosis.ts";
+import { DEFAULT_IMAGE, localImage, sendImage, type Sent } from "../device/image.ts";
+import { DockerRuntime, platformOfMachine, type AgentFile, type AgentRuntime } from "../device/runtime.ts";
+import { ExitError, EXIT } from "../errors.ts";
+import { applyLaptop, configPaths, controlPathFor, laptopModel, laptopPaths, planLaptopWrites, readLaptop, type LaptopPaths } from "../laptop/files.ts";
+import { pinnedDeviceKey, RELAY_ALIAS, validateDeviceName, withDevice, withRelay as withRelayHop, type LaptopModel } from "../laptop/model.ts";
+import { RelayAdmin } from "../relay/admin.ts";
+import { loadRelayFacts, type RelayFacts } from "../relay/facts.ts";
+import type { ClientListing, DeviceListing } from "../relay/protocol.ts";
+import { enrollClientName } from "../relay/registry.ts";
+import { connectPinned } from "../ssh.ts";
+import { parseHostKeyPin, validateHost, validateName, validatePort, validateUser } from "../validate.ts";
+
+export { DEFAULT_IMAGE };
+
+export interface EnrollOptions {
+  name: string;
+  /** the device's LAN address */
+  host: string;
+  port?: number | string;
+  user?: string;
+  /** private key of the operator (public half next to it as .pub); default SSHDIR/id_ed25519 */
+  identity?: string;
+  /** ssh-agent socket; default SSH_AUTH_SOCK */
+  agent?: string;
+  home?: string;
+  sshDir?: string;
+  /** relay facts file; without it and without `relay`, `pulumi stack output --json` */
+  relayFile?: string;
+  relay?: RelayFacts;
+  acceptNew?: boolean;
+  /** SHA256:... or a public key line */
+  deviceHostKey?: string;
+  /** the device agent image, used as it is (built from images/rtunnel only when missing); without it, DEFAULT_IMAGE built from images/rtunnel every time */
+  image?: string;
+  installDocker?: boolean;
+  /** this laptop's name on the relay (its `jump` key) */
+  client?: string;
+  /** seconds to wait for the tunnel */
+  timeout?: number | string;
+  /** render the relay hop without ControlMaster (remembered by later renders) */
+  noMultiplex?: boolean;
+  /** human progress (stderr); quiet under --json */
+  log?: (line: string) => void;
+  progress?: boolean;
+  cwd?: string;
+}
+
+export interface EnrollResult {
+  name: string;
+  port: number;
+  relay: { host: string; port: number };
+  deviceHostKey: string;
+  platform: string;
+  sshCommand: string;
+  changed: { device: string[]; relay: string[]; laptop: string[] };
+  /** the agent image: sent (bytes on the wire, before compression, and time) or already there */
+  image: { sent: false } | ({ sent: true } & Sent);
+  timingsMs: Record<string, number>;
+}
+
+/** One change the plan would make, in order. */
+export interface PlannedChange {
+  where: "device" | "relay" | "laptop";
+  what: string;
+}
+
+export interface EnrollPlan {
+  name: string;
+  client: string;
+  relay: RelayFacts;
+  device: { host: string; port: number; user: string; hostKey: PublicKey };
+  /** the relay port of the device: known when it is registered already */
+  port?: number;
+  platform: string;
+  platformReason: string;
+  image: string;
+  changes: PlannedChange[];
+  /** the laptop files it will write (rendered with the port the relay gives) */
+  laptopFiles: string[];
+}
+
+/** A relay/laptop-safe default client name from this machine's hostname. */
+export function defaultClientName(hostname = os.hostname()): string {
+  const s = hostname.toLowerCase().replace(/[^a-z0-9-]+/g, "-").replace(/^-+|-+$/g, "");
+  return `laptop-${s || "operator"}`.slice(0, 63).replace(/-+$/, "");
+}
+
+/** Every input checked (an InputError names the bad one; cli.ts maps it to exit 2). */
+function inputs(o: EnrollOptions) {
+  const name = validateDeviceName(o.name);
+  const host = validateHost(o.host, "--host");
+  const port = validatePort(o.port ?? 22, "--port");
+  const user = validateUser(o.user ?? "pi", "--user");
+  const client = validateName(o.client ?? defaultClientName(), "--client");
+  const pin = o.deviceHostKey ? parseHostKeyPin(o.deviceHostKey).fingerprint : undefined;
+  const timeout = validatePort(o.timeout ?? 60, "--timeout");
+  return { name, host, port, user, client, pin, timeout };
+}
+
+/** The pieces a plan holds on to for its apply: open connections, texts read, decisions. */
+interface Session {
+  o: EnrollOptions;
+  log: (line: string) => void;
+  paths: LaptopPaths;
+  identity: string;
+  operatorKey: PublicKey;
+  relay: RelayAdmin;
+  device: Device;
+  runtime: AgentRuntime;
+  registry: { mine?: DeviceListing; clientEntry?: ClientListing };
+  deviceKey?: PublicKey;
+  installDocker: boolean;
+  buildAlways: boolean;
+  timeout: number;
+  /** this enrollment's change to a laptop model (applied to the files as they are when written) */
+  laptopChange: (model: LaptopModel, port: number) => LaptopModel;
+  timings: Record<string, number>;
+  step: (label: string) => void;
+}
+
+/** A plan and what it needs to be applied; dispose() closes its connections. */
+export interface PlannedEnrollment {
+  plan: EnrollPlan;
+  session: Session;
+  dispose(): void;
+}
+
+/** Read-only: everything enrollment would change, and why it can (or the one line why not). */
+export async function planEnrollment(o: EnrollOptions): Promise<PlannedEnrollment> {
+  const log = o.log ?? (() => {});
+  const timings: Record<string, number> = {};
+  let t0 = Date.now();
+  const step = (label: string) => {
+    const now = Date.now();
+    timings[label] = now - t0;
+    log(`  ${label} (${((now - t0) / 1000).toFixed(1)} s)`);
+    t0 = now;
+  };
+
+  // Inputs, all of them, before talking to anyone.
+  const { name, host, port, user, client: wanted, pin: pinArg, timeout } = inputs(o);
+  const paths = laptopPaths({ home: o.home, sshDir: o.sshDir });
+  const identity = path.resolve(o.identity ?? path.join(paths.sshDir, "id_ed25519"));
+  let operatorKey: PublicKey;
+  try {
+    configPaths(paths, identity);
+    operatorKey = parsePublicKey(await readFile(`${identity}.pub`, "utf8").catch(() => ""), `${identity}.pub`);
+  } catch (e) {
+    if (e instanceof InputError && /\.pub/.test(e.message)) throw new InputError(`${e.message} (make a key with ssh-keygen -t ed25519, or pass --identity FILE)`);
+    throw e;
+  }
+  const facts = o.relay ?? (await loadRelayFacts(o.relayFile, o.cwd));
+  // Without --image the agent is built from images/rtunnel every time (Docker's layer cache
+  // makes a rebuild cheap): whatever else carries the default tag here never reaches the device.
+  const image = o.image ?? DEFAULT_IMAGE;
+  const creds = { identityFile: identity, agent: o.agent ?? process.env.SSH_AUTH_SOCK };
+  step("inputs checked");
+
+  // The relay, pinned.
+  log(`relay ${facts.host}:${facts.port} (${facts.hostKey.fingerprint})`);
+  const relay = await RelayAdmin.connect(facts, creds);
+  let device: Device | undefined;
+  try {
+    const registry = await relay.list();
+    step("relay connected, registry read");
+
+    // The laptop's files, read (and checked writable) now; the model tells the device's pin.
+    const laptopState = await readLaptop(paths);
+    const model = laptopModel(paths, laptopState, identity);
+    const pinnedKey = pinnedDeviceKey(model, name);
+
+    // The device, pinned: --device-host-key, else the key an earlier enrollment pinned, else
+    // --accept-new shows and takes what it presents.
+    const pin = pinArg ?? (pinnedKey ? fingerprintOf(Buffer.from(pinnedKey.base64, "base64")) : undefined);
+    const where = `${host}:${port}`;
+    const conn = await connectPinned(
+      {
+        what: `the device ${name}`,
+        host,
+        port,
+        username: user,
+        pin,
+        onUnknown: (k) =>
+          o.acceptNew
+            ? undefined
+            : new ExitError(EXIT.hostKey, `the device at ${where} is unknown; its host key is ${k.fingerprint}: check it on the device (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub), then re-run with --device-host-key ${k.fingerprint} (or --accept-new)`),
+        onMismatch: (k) =>
+          new ExitError(EXIT.hostKey, `the device at ${where} shows host key ${k.fingerprint}, not the pinned ${pin}: if the device was reinstalled, re-run with --device-host-key ${k.fingerprint}`),
+        onAuthFailed: () =>
+          new ExitError(EXIT.device, `the device at ${where} refused ${user}'s login with ${identity} (and the ssh-agent): run ssh-copy-id -i ${identity} ${user}@${host} first`),
+      },
+      creds,
+    );
+    device = new Device(conn.ssh, name, host);
+    log(`device ${name} at ${where} (${conn.hostKey.fingerprint})`);
+    const runtime = new DockerRuntime(device);
+    const facts0 = await runtime.preflight();
+    const account = await device.whoami();
+    let installDocker = false;
+    if (!facts0.installed) {
+      if (!o.installDocker) {
+        throw new ExitError(EXIT.device, `Docker is not installed on the device ${name}: install it (Debian/Raspberry Pi OS: sudo apt-get install docker.io) or re-run with --install-docker`);
+      }
+      if (!(await runtime.installCommand())) {
+        throw new ExitError(EXIT.device, `--install-docker doesn't know the distribution of the device ${name}: install Docker by hand and re-run`);
+      }
+      installDocker = true;
+    }
+    await device.useRoot();
+    if (facts0.installed && !facts0.running) {
+      throw new ExitError(EXIT.device, `Docker's daemon does not answer on the device ${name}: start it (sudo systemctl enable --now docker) and re-run`);
+    }
+    const platform = facts0.platform ?? platformOfMachine(account.machine);
+    const platformReason = facts0.platformReason ?? `uname -m says ${account.machine}`;
+    if (!platform) throw new ExitError(EXIT.device, `the device ${name} is a ${account.machine || "unknown"} machine (${platformReason}): rtunnel's image is built for amd64, arm64, armv7 and armv6`);
+    const deviceKey = await device.deviceKey();
+    step(`device connected, preflight passed (${platform}: ${platformReason})`);
+
+    // Names: the device's must be free or already ours; the client's must be a client, and a
+    // key the relay already holds as another client keeps that client's name.
+    const mine = registry.find((e) => e.name === name);
+    if (mine && (mine.kind !== "device" || !deviceKey || mine.fingerprint !== deviceKey.fingerprint)) {
+      throw new ExitError(EXIT.relay, `the name ${name} is already taken on the relay by another ${mine.kind === "device" ? "device key" : mine.kind} (${mine.fingerprint}): choose another name, or revoke-device ${name} first`);
+    }
+    const { client, entry: clientEntry, reused } = enrollClientName(registry, { fingerprint: operatorKey.fingerprint, wanted, explicit: o.client !== undefined });
+    if (reused) log(`your key is registered on the relay as client ${client}: keeping that name (not ${wanted})`);
+
+    // The laptop side, rendered with the port the device will have (now, to fail early).
+    // The relay hop multiplexed (one handshake instead of two for every ssh after the first),
+    // unless the user said --no-multiplex, now or at an earlier enrollment, or the platform
+    // can't (Windows; a socket path too long).
+    const controlPath = controlPathFor(paths);
+    const off = o.noMultiplex || model.relays.get(RELAY_ALIAS)?.multiplex === "off";
+    if (!off && !controlPath) log(`the relay hop is not multiplexed: ${paths.windows ? "Windows' OpenSSH has no ControlMaster" : `a control socket under ${paths.sshDir} would exceed the 104-byte socket path limit`}`);
+    const hop = off ? { multiplex: "off" as const } : controlPath ? { multiplex: "on" as const, controlPath } : {};
+    const laptopChange = (m: LaptopModel, devicePort: number) => withDevice(withRelayHop(m, facts, hop), { name, port: devicePort, user, hostKey: conn.hostKey });
+    const laptopWrites = planLaptopWrites(paths, laptopState, laptopChange(model, mine?.kind === "device" ? mine.port : 65535));
+    step("laptop files read and checked");
+
+    const changes: PlannedChange[] = [];
+    if (installDocker) changes.push({ where: "device", what: `install Docker: ${await runtime.installCommand()}` });
+    changes.push({ where: "device", what: deviceKey ? `keep the device key ${deviceKey.fingerprint}` : `make the device key ${agentPath("key")} (on the device)` });
+    changes.push({ where: "relay", what: mine ? `keep device ${name} (port ${mine.kind === "device" ? mine.port : "?"})` : `add device ${name} (the relay gives it a port)` });
+    const granted = clientEntry ? (clientEntry.all ? "all" : clientEntry.devices) : [];
+    if (granted !== "all" && !granted.includes(name)) changes.push({ where: "relay", what: `${clientEntry ? "grant" : "add"} client ${client} → ${[...new Set([...granted, name])].sort().join(",")}` });
+    changes.push({ where: "device", what: `agent image ${image} for ${platform}: ${o.image === undefined ? "built from images/rtunnel, " : ""}sent unless the device has it` });
+    changes.push({ where: "device", what: `agent files ${agentPath("env")}, ${agentPath("knownHosts")}: written where they differ` });
+    changes.push({ where: "device", what: "agent container: (re)started when its image or files changed, or it is not running" });
+    changes.push({ where: "device", what: `${account.user}'s authorized_keys: the operator's key ${operatorKey.fingerprint}, unless it is there` });
+    for (const w of laptopWrites.writes) changes.push({ where: "laptop", what: `write ${w.file}` });
+    if (laptopWrites.backup) changes.push({ where: "laptop", what: `back up ${paths.config} to ${paths.backup}` });
+
+    const plan: EnrollPlan = {
+      name, client, relay: facts, device: { host, port, user, hostKey: conn.hostKey },
+      ...(mine?.kind === "device" ? { port: mine.port } : {}),
+      platform, platformReason, image, changes, laptopFiles: laptopWrites.writes.map((w) => w.file),
+    };
+    const session: Session = {
+      o, log, paths, identity, operatorKey, relay, device, runtime,
+      registry: { ...(mine?.kind === "device" ? { mine } : {}), ...(clientEntry ? { clientEntry } : {}) },
+      ...(deviceKey ? { deviceKey } : {}),
+      installDocker, buildAlways: o.image === undefined, timeout, laptopChange, timings, step,
+    };
+    const d = device;
+    return { plan, session, dispose: () => { d.ssh.dispose(); relay.dispose(); } };
+  } catch (e) {
+    device?.ssh.dispose();
+    relay.dispose();
+    throw e;
+  }
+}
+
+/** The plan as a person reads it (--dry-run). */
+export function renderPlan(p: EnrollPlan): string {
+  const lines = [
+    `enroll ${p.name}: device ${p.device.user}@${p.device.host}:${p.device.port} (${p.device.hostKey.fingerprint}), ${p.platform} (${p.platformReason})`,
+    `relay ${p.relay.host}:${p.relay.port} (${p.relay.hostKey.fingerprint}); this laptop is client ${p.client}`,
+    "it would:",
+    ...p.changes.map((c) => `  ${c.where.padEnd(6)}  ${c.what}`),
+    "nothing was changed (--dry-run)",
+  ];
+  return `${lines.join("\n")}\n`;
+}
+
+/** Makes the changes of a plan; the laptop side last, once the tunnel is up. */
+export async function applyEnrollment({ plan, session: s }: PlannedEnrollment): Promise<EnrollResult> {
+  const { o, log, step, device, runtime, relay } = s;
+  const changed: EnrollResult["changed"] = { device: [], relay: [], laptop: [] };
+
+  if (s.installDocker) {
+    log(`installing Docker on ${plan.name}`);
+    await runtime.installRuntime();
+    const after = await runtime.preflight();
+    if (!after.running) throw new ExitError(EXIT.device, `Docker was installed on the device ${plan.name} but its daemon does not answer: start it (sudo systemctl enable --now docker) and re-run`);
+    changed.device.push("docker (installed)");
+    step("Docker installed");
+  }
+
+  // The local image, for the device's platform.
+  const local = await localImage(plan.image, plan.platform, log, s.buildAlways);
+  step(`local image ${plan.image} ${s.buildAlways ? "built" : "ready"} for ${plan.platform}`);
+
+  // The device key, made on the device.
+  const deviceKey = await device.ensureDeviceKey();
+  if (!s.deviceKey) changed.device.push(agentPath("key"));
+  step("device key");
+
+  // The relay: the device, then this laptop's access to it.
+  const added = await relay.addDevice(plan.name, deviceKey);
+  if (!s.registry.mine) changed.relay.push(`device ${plan.name}`);
+  const entry = s.registry.clientEntry;
+  const granted = entry ? (entry.all ? "all" : entry.devices) : [];
+  if (granted !== "all" && !granted.includes(plan.name)) {
+    const devices = [...new Set([...granted, plan.name])].sort();
+    await relay.addClient(plan.client, s.operatorKey, devices);
+    changed.relay.push(`client ${plan.client} → ${devices.join(",")}`);
+  }
+  step(`relay: device port ${added.port}`);
+
+  // The agent: image, config, container.
+  let restart = false;
+  let image: EnrollResult["image"] = { sent: false };
+  if ((await runtime.imageId(plan.image)) !== local.id) {
+    image = { sent: true, ...(await sendImage(runtime, plan.image, local.size, o.progress ?? false)) };
+    log(`  image: ${(image.wireBytes / 1e6).toFixed(1)} MB sent (${(image.rawBytes / 1e6).toFixed(1)} MB before gzip) in ${(image.ms / 1000).toFixed(1)} s`);
+    changed.device.push(`image ${plan.image}`);
+    restart = true;
+  }
+  step("image on the device");
+  // The device reaches the relay where devices do (the demo: by the relay's own address).
+  const files: AgentFile[] = [
+    { path: agentPath("env"), text: renderAgentEnv({ relay: plan.relay.deviceSide, forwardPort: added.port }) },
+    { path: agentPath("knownHosts"), text: renderAgentKnownHosts(plan.relay.deviceSide, plan.relay.hostKey) },
+  ];
+  const written = await runtime.configure(files);
+  changed.device.push(...written);
+  if (written.length) restart = true;
+  const state = await runtime.state();
+  if (restart || !state || !state.running || state.image !== local.id) {
+    await runtime.start(plan.image);
+    changed.device.push("container rtunnel");
+  }
+  step("agent configured and running");
+
+  // The operator's key on the device account.
+  if (await device.authorize(s.operatorKey, `rtunnel-${plan.client}`)) changed.device.push(`~${plan.device.user}/.ssh/authorized_keys`);
+  step("operator key authorized on the device");
+
+  // Wait for the tunnel, then (only then) the laptop side, from the files as they are now.
+  await waitOnline(relay, plan.name, s.timeout, () => explainAgent(runtime, plan.name, plan.relay.deviceSide, log));
+  step("tunnel online");
+  // The files as they are now (an edit made while we waited is kept), with our change on top.
+  const now = await readLaptop(s.paths);
+  changed.laptop = await applyLaptop(s.paths, planLaptopWrites(s.paths, now, s.laptopChange(laptopModel(s.paths, now, s.identity), added.port)));
+  step("laptop ssh_config written");
+
+  const cwd = o.cwd ?? process.cwd();
+  const defaultDir = path.join(s.paths.home, ".ssh");
+  let sshCommand = `ssh ${plan.name}`;
+  if (path.resolve(s.paths.sshDir) !== path.resolve(defaultDir)) {
+    const rel = path.relative(cwd, s.paths.config);
+    sshCommand = `ssh -F ${rel.startsWith("..") || path.isAbsolute(rel) ? s.paths.config : rel} ${plan.name}`;
+  }
+  return {
+    name: plan.name,
+    port: added.port,
+    relay: { host: plan.relay.host, port: plan.relay.port },
+    deviceHostKey: plan.device.hostKey.fingerprint,
+    platform: plan.platform,
+    sshCommand,
+    changed,
+    image,
+    timingsMs: s.timings,
+  };
+}
+
+/** Plan, then apply (or only plan, with `dryRun`). */
+export async function enrollDevice(o: EnrollOptions & { dryRun?: false }): Promise<EnrollResult>;
+export async function enrollDevice(o: EnrollOptions & { dryRun: true }): Promise<EnrollPlan>;
+export async function enrollDevice(o: EnrollOptions & { dryRun?: boolean }): Promise<EnrollResult | EnrollPlan> {
+  const planned = await planEnrollment(o);
+  try {
+    if (o.dryRun) return planned.plan;
+    return await applyEnrollment(planned);
+  } finally {
+    planned.dispose();
+  }
+}
+
+async function waitOnline(relay: RelayAdmin, name: string, timeoutSec: number, explain: () => Promise<string>): Promise<void> {
+  const deadline = Date.now() + timeoutSec * 1000;
+  for (;;) {
+    const e = (await relay.list()).find((x) => x.name === name);
+    if (e?.online) return;
+    if (Date.now() > deadline) {
+      throw new ExitError(EXIT.timeout, `the tunnel of ${name} did not come up within ${timeoutSec} s: ${await explain()}; re-running enrollment is safe`);
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+/** The agent's state and last lines, printed, and the likely fix as one line (for waitOnline). */
+async function explainAgent(runtime: AgentRuntime, name: string, relay: RelayFacts["deviceSide"], log: (line: string) => void): Promise<string> {
+  try {
+    const facts = await runtime.facts();
+    const d = diagnoseAgent({ ...facts, relay });
+    log(`  the agent on ${name}: ${d.state}; its last lines:`);
+    for (const line of facts.log) log(`    ${line}`);
+    return `${d.state}; ${d.fix}`;
+  } catch (e) {
+    return `the agent's state could not be read (${e instanceof Error ? e.message : String(e)}): see \`sudo docker logs rtunnel\` on the device`;
+  }
+}

@@ -1,0 +1,200 @@
+// rtunneld-admin (the relay's Python admin command) without a container: its verbs in a
+// temporary root, its refusals leaving the registry byte-for-byte as it was, and the facts it
+// shares with the TypeScript side and the image's bash held to the same answers: which keys
+// are accepted and their fingerprints, which names, a fingerprint's file name, a process's
+// start time, the listening ports of /proc/net/tcp.
+import { execFileSync } from "node:child_process";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import test from "ava";
+import fc from "fast-check";
+import { NAME_PATTERN } from "../lib/contract/relay.ts";
+import { parsePublicKey } from "../lib/keys.ts";
+import { listeningLoopbackPorts } from "../lib/net.ts";
+import { repoRoot } from "../lib/paths.ts";
+import { run } from "../lib/proc.ts";
+import { AddClientAnswer, AddDeviceAnswer, AuditAnswer, ListAnswer, RemoveAnswer } from "../provision/relay/protocol.ts";
+
+const ADMIN = path.join(repoRoot, "images", "rtunneld", "rtunneld-admin");
+const LIB = path.join(repoRoot, "images", "rtunneld", "rtunneld-lib.sh");
+const group = execFileSync("id", ["-gn"], { encoding: "utf8" }).trim();
+
+/** Calls functions of rtunneld-admin as a Python module: JSON in, JSON out. */
+async function python(calls: string): Promise<unknown> {
+  const script = [
+    "import importlib.machinery, importlib.util, json, sys",
+    `loader = importlib.machinery.SourceFileLoader("admin", ${JSON.stringify(ADMIN)})`,
+    "spec = importlib.util.spec_from_loader('admin', loader); m = importlib.util.module_from_spec(spec); loader.exec_module(m)",
+    "args = json.load(sys.stdin)",
+    calls,
+  ].join("\n");
+  return JSON.parse((await run("python3", ["-c", script], { input: "null" })).stdout);
+}
+
+function keygen(dir: string, name: string, type = "ed25519", bits?: number): string {
+  const file = path.join(dir, name);
+  execFileSync("ssh-keygen", ["-q", "-t", type, ...(bits ? ["-b", String(bits)] : []), "-N", "", "-C", name, "-f", file]);
+  return execFileSync("cat", [`${file}.pub`], { encoding: "utf8" }).trim();
+}
+
+async function tmp(t: { teardown: (f: () => Promise<void>) => void }) {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "rtunnel-admin-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+test("rtunneld-admin accepts exactly the keys lib/keys.ts accepts, with the same fingerprints", async (t) => {
+  const dir = await tmp(t);
+  const ed = keygen(dir, "ed");
+  const [type, body] = ed.split(" ") as [string, string];
+  const lines = [
+    ed, keygen(dir, "ec", "ecdsa", 256), keygen(dir, "rsa", "rsa", 3072), keygen(dir, "rsa2k", "rsa", 2048),
+    "sk-ssh-ed25519@openssh.com AAAAGnNrLXNzaC1lZDI1NTE5QG9wZW5zc2guY29tAAAAIFKc6R/rKAlpC+Vp5+iRzjTTBM4rJ3sk8DJf2ym+IL0JAAAABHNzaDo= me",
+    `restrict ${ed}`, `command="id" ${ed}`, `${type} ${body}===`, `${type} ${body.slice(0, -2)}Ab`, `ssh-rsa ${body}`, `${type} ${body.slice(0, 20)}`,
+    `${type}  ${body}`, "ssh-dss AAAAB3NzaC1kc3M=", "", "hello world",
+  ];
+  const py = (await python(`
+out = []
+for line in ${JSON.stringify(lines)}:
+    try:
+        out.append(m.parse_key(line.encode())[2])
+    except m.Refused as e:
+        out.append(None)
+print(json.dumps(out))`)) as (string | null)[];
+  const ts = lines.map((l) => {
+    try {
+      return parsePublicKey(l).fingerprint;
+    } catch {
+      return null;
+    }
+  });
+  t.deepEqual(py, ts, lines.map((l, i) => `${py[i] === ts[i] ? "same" : "DIFFERENT"}: ${l.slice(0, 60)}`).join("\n"));
+  t.true(ts.filter(Boolean).length >= 4 && ts.filter((x) => x === null).length >= 8, "the table has accepted and refused keys");
+});
+
+test("rtunneld-admin and the CLI take the same names (fast-check)", async (t) => {
+  const names = fc.sample(fc.oneof(fc.stringMatching(/^[a-z0-9][a-z0-9-]{0,70}$/), fc.string({ maxLength: 70 }), fc.constantFrom("-x", "A", "a".repeat(63), "a".repeat(64), "raspi\n", "é")), 400);
+  const py = (await python(`print(json.dumps([bool(m.NAME_RE.fullmatch(n)) for n in ${JSON.stringify(names)}]))`)) as boolean[];
+  t.deepEqual(py, names.map((n) => NAME_PATTERN.test(n)));
+  t.true(py.some(Boolean) && py.some((x) => !x));
+});
+
+test("a fingerprint's file name and a process's start time are the same in Python and in the image's bash library", async (t) => {
+  const fps = ["SHA256:ab/c+d" + "x".repeat(36), `SHA256:${"+/".repeat(21)}a`, `SHA256:${"A".repeat(43)}`];
+  const bash = fps.map((fp) => execFileSync("bash", ["-c", `. "$1"; safe_fp "$2"; printf %s "$REPLY"`, "bash", LIB, fp], { encoding: "utf8" }));
+  const py = (await python(`print(json.dumps([m.safe_fp(f) for f in ${JSON.stringify(fps)}]))`)) as string[];
+  t.deepEqual(py, bash);
+  t.deepEqual(bash, fps.map((fp) => fp.slice(7).replaceAll("/", "_").replaceAll("+", "-")));
+  const pid = process.pid;
+  const bashStart = execFileSync("bash", ["-c", `. "$1"; start_time "$2"; printf %s "$REPLY"`, "bash", LIB, String(pid)], { encoding: "utf8" });
+  t.regex(bashStart, /^\d+$/);
+  t.is(await python(`print(json.dumps(m.proc_start_time(${pid})))`), bashStart);
+  t.is(await python("print(json.dumps(m.proc_start_time(999999999)))"), null);
+});
+
+const PROC_NET_TCP = [
+  "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode",
+  "   0: 0100007F:4E20 00000000:0000 0A 00000000:00000000 00:00000000 00000000  2001        0 1 1 0000000000000000 100 0 0 10 0",
+  "   1: 00000000:08AE 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000 100 0 0 10 0",
+  "   2: 0100007F:4E21 0100007F:9C40 01 00000000:00000000 00:00000000 00000000  2001        0 3 1 0000000000000000 100 0 0 10 0",
+  "   3: 0100007F:4E22 00000000:0000 0A 00000000:00000000 00:00000000 00000000  2001        0 4 1 0000000000000000 100 0 0 10 0",
+].join("\n");
+
+test("listening loopback ports of /proc/net/tcp: rtunneld-admin and lib/net.ts read the same", async (t) => {
+  const ts = [...listeningLoopbackPorts(PROC_NET_TCP)].sort();
+  t.deepEqual(ts, [20000, 20002]);
+  t.deepEqual(await python(`print(json.dumps(sorted(m.listening_ports(${JSON.stringify(PROC_NET_TCP)}))))`), ts);
+});
+
+/** A relay's directories in a temp root, as the entrypoint prepares them. */
+async function relayRoot(dir: string, hostKey: string) {
+  const run_ = path.join(dir, "run", "rtunneld");
+  for (const d of ["keys", "online", "seen", "reaped", "sessions"]) await mkdir(path.join(run_, d), { recursive: true });
+  await mkdir(path.join(dir, "var", "lib", "rtunneld", "registry"), { recursive: true });
+  await mkdir(path.join(dir, "var", "lib", "rtunneld", "connections"), { recursive: true });
+  await mkdir(path.join(dir, "proc", "net"), { recursive: true });
+  await writeFile(path.join(run_, "port_range"), "20000-20009\n");
+  await writeFile(path.join(run_, "ssh_host_ed25519_key.pub"), `${hostKey}\n`);
+  await writeFile(path.join(dir, "proc", "net", "tcp"), `${PROC_NET_TCP}\n`);
+  const env = { ...process.env, RTUNNELD_TEST_ROOT: dir, RTUNNELD_TEST_PROC: path.join(dir, "proc"), RTUNNELD_TEST_KEYS_GROUP: group };
+  const registry = path.join(dir, "var", "lib", "rtunneld", "registry", "registry.json");
+  return {
+    call: (words: string, input = "") => run("python3", [ADMIN], { input, check: false, env: { ...env, SSH_ORIGINAL_COMMAND: words } }),
+    registry: async () => readFile(registry, "utf8").catch(() => ""),
+    runDir: run_,
+  };
+}
+
+test("rtunneld-admin's verbs in a temporary root answer what the protocol module's schemas say", async (t) => {
+  const dir = await tmp(t);
+  const r = await relayRoot(dir, keygen(dir, "host").split(" ").slice(0, 2).join(" "));
+  const json = async (words: string, input = "") => {
+    const res = await r.call(words, input);
+    t.is(res.code, 0, `${words}: ${res.stderr}`);
+    return JSON.parse(res.stdout) as unknown;
+  };
+  const raspi = keygen(dir, "raspi");
+  const added = AddDeviceAnswer.parse(await json("add-device raspi", raspi));
+  t.is(added.port, 20000);
+  t.deepEqual(AddDeviceAnswer.parse(await json("add-device raspi", raspi)), added, "the same name and key again is a no-op");
+  const nas = AddDeviceAnswer.parse(await json("add-device nas", keygen(dir, "nas")));
+  t.is(nas.port, 20001);
+  t.deepEqual(AddClientAnswer.parse(await json("add-client lap --devices raspi", keygen(dir, "lap"))), { name: "lap", devices: ["raspi"] });
+  t.deepEqual(AddClientAnswer.parse(await json("add-client desk --all", keygen(dir, "desk"))), { name: "desk", devices: ["nas", "raspi"] });
+  // The sample socket table has 127.0.0.1:20000 listening: raspi is online, nas is not.
+  const list = ListAnswer.parse(await json("list"));
+  t.deepEqual(list.map((e) => [e.name, e.kind, e.online]), [["nas", "device", false], ["raspi", "device", true], ["desk", "client", false], ["lap", "client", false]]);
+  const rendered = await readFile(path.join(r.runDir, "keys", "current", "tunnel", parsePublicKey(raspi).fingerprint.slice(7).replaceAll("/", "_").replaceAll("+", "-")), "utf8");
+  t.regex(rendered, /^restrict,port-forwarding,command="\/usr\/sbin\/nologin",permitlisten="127\.0\.0\.1:20000" ssh-ed25519 \S+ rtunnel:device:raspi:20000\n$/);
+  // No reaper runs here: remove says it could not confirm the cut.
+  const removed = await r.call("remove nas");
+  t.is(removed.code, 0, removed.stderr);
+  t.deepEqual(RemoveAnswer.parse(JSON.parse(removed.stdout)), { removed: "nas", sessionsEnded: false });
+  t.regex(removed.stderr, /warning: cannot reach the reaper/);
+  const audit = AuditAnswer.parse(await json("audit"));
+  t.deepEqual(audit.map((e) => (e.type === "change" ? `${e.verb} ${e.name}` : e.type)), ["add-device raspi", "add-device nas", "add-client lap", "add-client desk", "remove nas"]);
+  const hk = await r.call("host-key");
+  t.regex(hk.stdout, /^ssh-ed25519 \S+\n$/);
+});
+
+test("bad input to rtunneld-admin: one line, a non-zero exit, the registry byte-for-byte as it was (fast-check, 200 cases)", async (t) => {
+  const dir = await tmp(t);
+  const r = await relayRoot(dir, keygen(dir, "host").split(" ").slice(0, 2).join(" "));
+  const good = keygen(dir, "good");
+  t.is((await r.call("add-device existing", keygen(dir, "existing"))).code, 0);
+  const [type, body] = good.split(" ") as [string, string];
+  const hostileWord = fc.oneof(
+    fc.string({ maxLength: 80 }), fc.string({ unit: "binary", maxLength: 40 }),
+    fc.constantFrom("--replace", "--all", "--devices", "--force", "-x", "$(id)", "`id`", ";", "|", "../..", "A", "é", "a".repeat(64), "existing"),
+  ).map((w) => w.replaceAll("\0", "")); // sshd hands the command over as a C string: it holds no NUL
+  const words = fc.tuple(fc.constantFrom("add-device", "add-client", "remove", "list", "audit", "drop", ""), fc.array(hostileWord, { maxLength: 4 }));
+  const hostileKey = fc.oneof(
+    fc.string({ maxLength: 200 }), fc.string({ unit: "binary", maxLength: 200 }),
+    fc.constantFrom(`${good}\n${good}`, `restrict ${good}`, `${type} ${body}"`, `ssh-rsa ${body}`, `${type} ${body.slice(1)}`, "x".repeat(9000), ""),
+    fc.tuple(fc.string({ maxLength: 10 }), fc.string({ maxLength: 10 })).map(([a, b]) => `${a}${good}${b}`),
+  );
+  let refused = 0;
+  await fc.assert(
+    fc.asyncProperty(words, hostileKey, async ([verb, rest], key) => {
+      const line = [verb, ...rest].join(" ");
+      const before = await r.registry();
+      const res = await r.call(line, key);
+      if (res.code === 0) {
+        // A well-formed call may succeed (a read, an add of the good key, a remove): the
+        // property is about everything else, which must be refused.
+        return ["list", "audit", "remove"].includes(verb) || /^(add-device|add-client) [a-z0-9][a-z0-9-]{0,62}( --[a-z]+( \S+)?)*$/.test(line.trim());
+      }
+      refused++;
+      const lines = res.stderr.trim().split("\n");
+      t.is(lines.length, 1, `${JSON.stringify(line)}: ${res.stderr}`);
+      t.regex(lines[0]!, /^rtunneld-admin: \S.{10,}/);
+      t.is(res.stdout, "");
+      t.is(await r.registry(), before, `${JSON.stringify(line)} changed the registry`);
+      return true;
+    }),
+    { numRuns: 200 },
+  );
+  t.log(`${refused} of 200 hostile calls refused`);
+  t.true(refused >= 150, `only ${refused} refusals: the generator missed its target`);
+});
