@@ -5,7 +5,7 @@
 import { containerCpuSeconds } from "./procs.ts";
 import type { Profile, Row, Section } from "./results.ts";
 import { RELAY_ALIAS_MUX_CONFIG, type World } from "./world.ts";
-import { median } from "./stats.ts";
+import { med } from "./stats.ts";
 
 export const KINDS = ["direct", "cold", "reused", "hop"] as const;
 export type Kind = (typeof KINDS)[number];
@@ -92,8 +92,6 @@ export async function benchConnect(w: World, rounds: number): Promise<Section> {
   const cmds = connectCommands(w);
   const profiles = [await cpuPerConnect(w, "cold", cmds.cold!, 10), await cpuPerConnect(w, "direct", cmds.direct!, 10), await cpuPerConnect(w, "reused", cmds.reused!, 10)];
   const rows = connectRows(t);
-  // the same median as the tables (stats.ts), NaN when there is nothing
-  const med = (xs: readonly number[] = []) => (xs.length ? median(xs) : NaN);
   const findings: string[] = [];
   const direct = med(t.direct), reused = med(t.reused), hop = med(t.hop);
   const cpuOf = (p: Profile | undefined, c: string) => ((p?.lines.find((l) => l.container === c)?.cpuSeconds ?? NaN) * 1000).toFixed(0);

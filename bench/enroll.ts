@@ -13,7 +13,7 @@ import { runCli } from "../lib/fixtures/index.ts";
 import { DEVICE_RUN_FLAGS } from "../lib/fixtures/index.ts";
 import type { Row, Section } from "./results.ts";
 import type { World } from "./world.ts";
-import { median } from "./stats.ts";
+import { med } from "./stats.ts";
 
 /** A step label with its device port taken out, so runs line up ("relay: device port N"). */
 export function stepName(label: string): string {
@@ -85,8 +85,6 @@ export async function benchEnroll(w: World, o: { runs: number; log: (l: string) 
   for (const [label, values] of steps) {
     rows.push({ name: `step: ${label}`, unit: "s", values, ...(/image on the device/.test(label) ? { baseline: { name: "image by hand", values: raw } } : {}) });
   }
-  // the same median as the tables (stats.ts), NaN when there is nothing
-  const med = (xs: readonly number[] = []) => (xs.length ? median(xs) : NaN);
   const findings: string[] = [];
   const slowest = [...steps].sort((a, b) => med(b[1]) - med(a[1]))[0];
   if (med(totals) > 30) {

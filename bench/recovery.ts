@@ -9,7 +9,7 @@ import { docker, exec, inspect } from "../lib/fixtures/index.ts";
 import { RELAY_CONTAINER_PORT } from "../lib/contract/relay.ts";
 import type { Row, Section } from "./results.ts";
 import type { World } from "./world.ts";
-import { median } from "./stats.ts";
+import { med } from "./stats.ts";
 
 const STABLE_MS = 11_000; // the agent resets its backoff once a session was up 10 s
 
@@ -70,7 +70,7 @@ async function relayListens(relayPid: number, port: number): Promise<boolean> {
   return text.split("\n").some((l) => { const c = l.trim().split(/\s+/); return c[1] === hex && c[3] === "0A"; });
 }
 
-export async function benchRecovery(w: World, o: { restarts: number; cuts: number; cutSeconds: number; removes: number }): Promise<Section> {
+export async function benchRecovery(w: World, o: { restarts: number; cuts: number; cutSeconds: number; removes: number; deadSessions: number }): Promise<Section> {
   const afterStart: number[] = [];
   const afterReturn: number[] = [];
   const bannerAfterReturn: number[] = [];
@@ -116,6 +116,29 @@ export async function benchRecovery(w: World, o: { restarts: number; cuts: numbe
     notes.push(`The agent's log from cut ${i + 1}: ${lines.slice(0, 8).map((l) => `\`${l}\``).join(", ")}.`);
   }
 
+  // A session that died silently (its packets dropped for good at the home router, as when a
+  // NAT mapping is lost), then the agent restarted: the relay still holds the port until its
+  // keepalives give the dead session up; the agent keeps retrying and retakes it.
+  const deadSession: number[] = [];
+  for (let i = 0; i < o.deadSessions; i++) {
+    await sleep(STABLE_MS);
+    const ss = await exec(w.raspi, ["ss", "-tnH", "state", "established", `dst ${ip}`, "dport", `= :${RELAY_CONTAINER_PORT}`]);
+    const local = ss.stdout.split("\n").filter(Boolean).map((l) => l.trim().split(/\s+/)[2]?.split(":").pop());
+    if (local.length !== 1 || !local[0]) throw new Error(`expected one agent session to the relay, ss says:\n${ss.stdout}`);
+    const raspiIp = await w.scope.ip(w.raspi, w.net.home.network);
+    const drop = (op: "-I" | "-D") => Promise.all([
+      exec(w.net.home.router, ["iptables", op, "FORWARD", "-s", raspiIp, "-p", "tcp", "--sport", local[0]!, "-j", "DROP"]),
+      exec(w.net.home.router, ["iptables", op, "FORWARD", "-d", raspiIp, "-p", "tcp", "--dport", local[0]!, "-j", "DROP"]),
+    ]);
+    await drop("-I");
+    const restartedAt = Date.now();
+    await docker(["restart", w.agent]);
+    const end = parseProbe((await w.onLaptop(probeScript({ relay: "raspi" }, 120))).stdout).relay;
+    await drop("-D");
+    if (end === undefined) throw new Error(`ssh raspi did not work within 120 s of the agent's restart after a dead session (${i + 1})`);
+    deadSession.push(end - restartedAt);
+  }
+
   // remove cuts a live tunnel: a second device key holds `ssh -N -R` from the raspi; the
   // admin `remove` is timed to its answer (the baseline) and to the port closing on the relay.
   const cutAfterRemove: number[] = [];
@@ -156,6 +179,12 @@ export async function benchRecovery(w: World, o: { restarts: number; cuts: numbe
     },
     { name: "relay restart: `docker restart` issued → ssh raspi works", unit: "ms", values: afterStart, note: "includes stopping the container" },
   ];
+  if (deadSession.length) {
+    rows.push({
+      name: "a session that died silently, the agent restarted → ssh raspi works (the relay first gives the dead session up)", unit: "ms", values: deadSession,
+      goal: { text: "20 s or less (the relay's keepalives: 5 s x 2)", on: "value", kind: "max", limit: 20_000 },
+    });
+  }
   if (cutAfterRemove.length) {
     rows.push({
       name: "remove cuts a live tunnel: admin `remove` issued → the device's port closed on the relay", unit: "ms", values: cutAfterRemove,
@@ -170,8 +199,6 @@ export async function benchRecovery(w: World, o: { restarts: number; cuts: numbe
       goal: { text: "20 s or less", on: "value", kind: "max", limit: 20_000 },
     });
   }
-  // the same median as the tables (stats.ts), NaN when there is nothing
-  const med = (xs: readonly number[] = []) => (xs.length ? median(xs) : NaN);
   const findings: string[] = [];
   {
     const m = med(afterReturn);
@@ -185,6 +212,7 @@ export async function benchRecovery(w: World, o: { restarts: number; cuts: numbe
     method: [
       `Relay restart: ${o.restarts} restarts of the relay container (\`docker restart -t 10\`), each after the tunnel had been up for ${STABLE_MS / 1000} s (the agent resets its backoff after 10 s up). Right after \`docker restart\` returns, the laptop probes \`ssh raspi true\` back to back (\`timeout 5\`, 50 ms apart) while this process polls the relay's port for its SSH banner (the baseline: when the relay itself is back).`,
       `Uplink cut: ${o.cuts} time(s), the raspi's link is cut silently in both directions (iptables DROP on its eth0 in INPUT and OUTPUT, in the network namespace the agent shares: no FIN, no RST, the sshd and the agent see nothing) for ${o.cutSeconds} s, then restored; the laptop probes \`ssh raspi true\` (relay) and \`ssh raspi-direct true\` (the direct baseline, same cut) in parallel from the moment of the restore.`,
+      `Dead session: ${o.deadSessions} time(s), the agent's live session is made a dead one for good (its packets dropped at the home router from then on, no FIN or RST), then the agent container is restarted; the laptop probes \`ssh raspi true\` until it works: the relay holds the port until its keepalives (ClientAliveInterval 5 x 2) give the dead session up, while the agent retries every 1-2 s ("remote port forwarding failed").`,
       `Remove: ${o.removes} time(s), a second device key holds \`ssh -N -R\` from the raspi to the relay; the admin \`remove\` is issued and this process polls the relay's socket table (/proc/PID/net/tcp of the relay's namespace, every 20 ms) until the device's port is gone. The baseline is when the same \`remove\` answered (it waits for the reaper to confirm).`,
       "The device side is the real rtunnel agent (images/rtunnel) in the raspi's network namespace: ServerAliveInterval 5 x 2, reconnect with jittered exponential backoff 1 s..30 s; the relay's ClientAliveInterval 5 x 2 frees a dead device's port.",
     ],

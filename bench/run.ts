@@ -33,6 +33,7 @@ export interface Plan {
   cuts: number;
   cutSeconds: number;
   removes: number;
+  deadSessions: number;
   tunnels: number;
   stormRuns: number;
   enrollRuns: number;
@@ -68,6 +69,7 @@ export function plan(argv: readonly string[]): Plan & { out?: string; merge?: st
     cuts: quick ? 1 : 2,
     cutSeconds: 20,
     removes: quick ? 2 : 5,
+    deadSessions: quick ? 1 : 2,
     stormRuns: 1,
     enrollRuns: quick ? 1 : 2,
   };
@@ -137,7 +139,7 @@ async function main(): Promise<void> {
     if (!netem) notes.push("This kernel has no sch_netem (CONFIG_NET_SCH_NETEM is not set): links were rate-limited with tbf, no delay could be added.");
     await section("connect", "Connect: ssh raspi true", () => benchConnect(world, p.connectRounds));
     await section("throughput", "Throughput: raspi → laptop", () => benchThroughput(world, { bytes: p.bytes, runs: p.throughputRuns, rate: p.rate, netem }));
-    await section("recovery", "Recovery", () => benchRecovery(world, { restarts: p.restarts, cuts: p.cuts, cutSeconds: p.cutSeconds, removes: p.removes }));
+    await section("recovery", "Recovery", () => benchRecovery(world, { restarts: p.restarts, cuts: p.cuts, cutSeconds: p.cutSeconds, removes: p.removes, deadSessions: p.deadSessions }));
     // Enrollment before scale: with a thousand devices in the registry, every admin call is slower.
     await section("enroll", "Enrollment: enroll-device on the LAN", () => benchEnroll(world, { runs: p.enrollRuns, log }));
     await section("scale", `Scale: ${p.tunnels} device tunnels on one relay`, () => benchScale(world, { tunnels: p.tunnels, connectRounds: p.quick ? 5 : 10, log }));

@@ -1,38 +1,28 @@
-// scale: N device tunnels held by one relay. The devices are simulated, not containers: N keys
-// registered with the admin command, then N `ssh -N -R 127.0.0.1:PORT:127.0.0.1:22 tunnel@relay`
-// clients in one "farm" container behind the home router (so, like devices behind one
-// carrier-grade NAT, they all come from one address), each with its own key, each in a small
-// bash loop that reconnects with the agent's backoff (1 s doubling to 30 s, jittered to [d/2, d],
-// reset after 10 s up) and the agent's ssh options.
+// scale: N device tunnels held by one relay. The devices are not containers each: N keys
+// registered with the admin command, then N copies of the real device agent (images/rtunnel's
+// script, its own ssh options and backoff, not a copy of them) in one "farm" container behind
+// the home router (so, like devices behind one carrier-grade NAT, they all come from one
+// address), each with its own configuration directory and key.
 import { readFile } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
+import { renderAgentEnv, renderAgentKnownHosts } from "../lib/contract/agent.ts";
 import { RELAY_CONTAINER_PORT } from "../lib/contract/relay.ts";
+import { parsePublicKey } from "../lib/keys.ts";
 import { docker, exec, inspect } from "../lib/fixtures/index.ts";
 import { connectCommands, parseTimings, timingScript } from "./connect.ts";
 import { containerMemoryBytes, containerPidStats, containerPss, containerPssBy } from "./procs.ts";
 import type { Row, Section } from "./results.ts";
 import type { World } from "./world.ts";
-import { median } from "./stats.ts";
+import { med } from "./stats.ts";
 
-/** The simulated device: the agent's ssh options and backoff, in bash. */
-export function deviceScript(relayIp: string): string {
+/** Starts N agents in the farm, each after a random wait within `spreadMs`: the real agent script, one config dir each. */
+export function farmLauncher(spreadMs: number): string {
   return `#!/bin/bash
-i=$1 port=$2 spread_ms=$3
-sleep "$(( RANDOM * spread_ms / 32768 / 1000 )).$(printf %03d $(( RANDOM * spread_ms / 32768 % 1000 )))"
-failures=0
-while :; do
-  start=$SECONDS
-  ssh -N -T -F /dev/null -o BatchMode=yes -o ExitOnForwardFailure=yes -o ConnectTimeout=10 \\
-    -o ServerAliveInterval=5 -o ServerAliveCountMax=2 -o StrictHostKeyChecking=yes \\
-    -o UserKnownHostsFile=/farm/known_hosts -o IdentitiesOnly=yes -o IdentityFile=/farm/k$i \\
-    -o ControlPath=none -R 127.0.0.1:$port:127.0.0.1:22 -p ${RELAY_CONTAINER_PORT} tunnel@${relayIp} </dev/null >/dev/null 2>>/farm/log/$i
-  rc=$?
-  (( SECONDS - start >= 10 )) && failures=0
-  echo "$(date +%s) exit $rc up $(( SECONDS - start ))" >>/farm/log/$i
-  d=$(( 1000 << (failures < 5 ? failures : 5) )); (( d > 30000 )) && d=30000
-  ms=$(( d / 2 + (RANDOM * 32768 + RANDOM) % (d / 2 + 1) )); failures=$(( failures + 1 ))
-  sleep "$(( ms / 1000 )).$(printf %03d $(( ms % 1000 )))"
-done
+while read -r i; do
+  ( sleep "$(( RANDOM * ${spreadMs} / 32768 / 1000 )).$(printf %03d $(( RANDOM * ${spreadMs} / 32768 % 1000 )))"
+    RTUNNEL_CONFIG_DIR=/farm/d$i exec /usr/local/bin/rtunnel-agent ) </dev/null >/farm/log/$i 2>&1 &
+done </farm/devices
+wait
 `;
 }
 
@@ -48,20 +38,20 @@ async function listening(relayPid: number, ports: ReadonlySet<number>): Promise<
   return n;
 }
 
-// the same median as the tables (stats.ts), NaN when there is nothing
-const med = (xs: readonly number[] = []) => (xs.length ? median(xs) : NaN);
 const mib = (kib: number) => kib / 1024;
 
 export async function benchScale(w: World, o: { tunnels: number; connectRounds: number; log: (l: string) => void }): Promise<Section> {
   const n = o.tunnels;
   const findings: string[] = [];
   const method: string[] = [];
-  const farm = await w.net.attach(w.net.home, w.scope.name("farm"), ["--hostname", "farm", "--entrypoint", "sleep", w.images.host, "infinity"]);
+  // The farm's network namespace is a plain host behind the home router (the agent image has
+  // no `ip` to set its route); the agents run in the agent image, sharing that namespace.
+  const farmNet = await w.net.attach(w.net.home, w.scope.name("farmnet"), ["--hostname", "farm", "--entrypoint", "sleep", w.images.host, "infinity"]);
+  const farm = await w.scope.run(["--name", w.scope.name("farm"), "--network", `container:${farmNet}`, "--shm-size", "256m", "--entrypoint", "sleep", w.images.agent, "infinity"]);
   const farmSh = (script: string, timeoutMs = 600_000) => exec(farm, ["bash", "-c", script], { timeoutMs });
-
   // Keys, made in the farm (one per device), then registered one add-device each.
   let t = Date.now();
-  const pubs = (await farmSh(`mkdir -p /farm/log && cd /farm && for i in $(seq 1 ${n}); do ssh-keygen -q -t ed25519 -N '' -C dev$i -f k$i && echo "$i $(cut -d' ' -f1,2 k$i.pub)"; done`)).stdout
+  const pubs = (await farmSh(`mkdir -p /farm/log && cd /farm && for i in $(seq 1 ${n}); do mkdir -p d$i && ssh-keygen -q -t ed25519 -N '' -C dev$i -f d$i/id_ed25519 && echo "$i $(cut -d' ' -f1,2 d$i/id_ed25519.pub)"; done`)).stdout
     .split("\n").filter(Boolean).map((l) => l.split(" ")).map(([i, type, b]) => ({ i: Number(i), key: `${type} ${b}` }));
   const keygenS = (Date.now() - t) / 1000;
   if (pubs.length !== n) throw new Error(`made ${pubs.length} of ${n} device keys`);
@@ -92,14 +82,16 @@ export async function benchScale(w: World, o: { tunnels: number; connectRounds: 
   };
   const idleConnect = await conn();
 
-  // All devices up.
-  await exec(farm, ["sh", "-c", "cat > /farm/known_hosts"], { input: `[${w.relayIp}]:${RELAY_CONTAINER_PORT} ${w.relayHostKeyPub.split(/\s+/).slice(0, 2).join(" ")}\n` });
-  await exec(farm, ["sh", "-c", "cat > /farm/dev.sh && chmod +x /farm/dev.sh"], { input: deviceScript(w.relayIp) });
+  // All devices up: each agent's files as enrollment writes them (lib/contract/agent.ts).
+  const relay = { host: w.relayIp, port: RELAY_CONTAINER_PORT };
+  const known = renderAgentKnownHosts(relay, parsePublicKey(w.relayHostKeyPub));
+  const files = [...ports].map(([i, p]) => `cat > /farm/d${i}/rtunnel.env <<'EOF'\n${renderAgentEnv({ relay, forwardPort: p })}EOF\ncat > /farm/d${i}/known_hosts <<'EOF'\n${known}EOF`).join("\n");
+  await exec(farm, ["bash", "-c", "cat > /farm/files.sh && bash /farm/files.sh && chmod 600 /farm/d*/*"], { input: `${files}\n` });
   const spreadMs = Math.min(30_000, n * 20);
-  const list = [...ports].map(([i, p]) => `${i} ${p}`).join("\n");
-  await exec(farm, ["sh", "-c", "cat > /farm/ports"], { input: `${list}\n` });
+  await exec(farm, ["sh", "-c", "cat > /farm/launch && chmod +x /farm/launch"], { input: farmLauncher(spreadMs) });
+  await exec(farm, ["sh", "-c", "cat > /farm/devices"], { input: `${[...ports.keys()].join("\n")}\n` });
   t = Date.now();
-  await docker(["exec", "-d", farm, "bash", "-c", `while read -r i p; do setsid /farm/dev.sh $i $p ${spreadMs} </dev/null >/dev/null 2>&1 & done </farm/ports; wait`]);
+  await docker(["exec", "-d", farm, "/farm/launch"]);
   let up = 0;
   const rampLimit = spreadMs + 180_000;
   while (Date.now() - t < rampLimit) {
@@ -150,8 +142,8 @@ export async function benchScale(w: World, o: { tunnels: number; connectRounds: 
   const samples = (re: RegExp) => [...new Set(logText.split("\n").filter((l) => re.test(l)).map((l) => l.replace(/#\d+/g, "#N").replace(/port \d+/g, "port P").replace(/\b\d+(\.\d+){3}\b/g, "ADDR")))].slice(0, 3);
   const penaltyLines = samples(/penalt/i);
   const dropLines = samples(/drop connection|MaxStartups/);
-  const farmAttempts = (await farmSh("cat /farm/log/* | grep -c ' exit ' || true")).stdout.trim();
-  await docker(["rm", "-f", farm], { check: false });
+  const farmAttempts = (await farmSh("cat /farm/log/* | grep -c ' rtunnel: lost: ' || true")).stdout.trim();
+  await docker(["rm", "-f", farm, farmNet], { check: false });
   // The idle relay once more, after the farm is gone: the baseline is both idle measurements,
   // so a burst of other load on this machine before the farm does not decide the ratio alone.
   await sleep(15_000); // the relay notices the dead sessions within 15 s
@@ -211,7 +203,7 @@ export async function benchScale(w: World, o: { tunnels: number; connectRounds: 
     findings.push(`Connect under load is ${loadRatio.toFixed(2)}x idle while direct ssh on the same machine slowed ${directRatio.toFixed(2)}x: the ${n} simulated devices run on the same 2 cores as the relay (their keepalives every 5 s, in both directions), so part of this is the farm's own CPU, not the relay's.`);
   }
   method.push(
-    `Devices: ${n} keys (ed25519, made in the farm container), registered by \`add-device farm-NNNN\` over ${lanes} multiplexed admin connections; ${n} clients in one farm container behind the home router (one NAT source address for all), starts spread at random over ${spreadMs / 1000} s; each client is \`ssh -N -R 127.0.0.1:PORT:127.0.0.1:22 tunnel@relay\` with the agent's options (ExitOnForwardFailure, ServerAliveInterval 5 x 2, pinned host key) in a bash loop with the agent's backoff (1 s doubling to 30 s, jittered to [d/2, d], reset after 10 s up).`,
+    `Devices: ${n} keys (ed25519, made in the farm container), registered by \`add-device farm-NNNN\` over ${lanes} multiplexed admin connections; ${n} copies of the real device agent (images/rtunnel/agent: its ssh options, its backoff, its log) in one farm container from the agent image behind the home router (one NAT source address for all), each with its own /etc/rtunnel-like directory written by the same renderers enrollment uses, starts spread at random over ${spreadMs / 1000} s.`,
     "A tunnel counts as up when its port listens on the relay's loopback (read from the relay's network namespace, /proc/PID/net/tcp): the relay's own view, the same test as the admin `list`'s online flag.",
     "Memory: PSS from /proc/PID/smaps_rollup summed over every process in the relay container's cgroup, once idle (the raspi's tunnel only) and once with all tunnels up; per tunnel = (loaded - idle) / N. Single measurements (1 run).",
     `Connect: ${o.connectRounds} rounds of cold \`ssh raspi true\` and direct, interleaved, before the farm starts and again after it is removed (idle: both pooled) and with all tunnels up; direct is the control for the machine's own load.`,

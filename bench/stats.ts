@@ -8,6 +8,11 @@ export interface Summary {
   max: number;
 }
 
+/** The tables' median, NaN when there is nothing (for findings' text). */
+export function med(xs: readonly number[] = []): number {
+  return xs.length ? median(xs) : NaN;
+}
+
 export function median(xs: readonly number[]): number {
   if (!xs.length) throw new RangeError("median of no values");
   const s = [...xs].sort((a, b) => a - b);

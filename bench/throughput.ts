@@ -5,7 +5,7 @@ import { timingScript, parseTimings } from "./connect.ts";
 import { cpuSampler } from "./procs.ts";
 import { limitLinks, type World } from "./world.ts";
 import type { Profile, Row, Section } from "./results.ts";
-import { median } from "./stats.ts";
+import { med } from "./stats.ts";
 
 function commands(bytes: number): Record<string, string> {
   const check = `| { n=$(wc -c); [ "$n" = ${bytes} ] || { echo "got $n bytes" >&2; false; }; }`;
@@ -53,8 +53,6 @@ export async function benchThroughput(w: World, o: { bytes: number; runs: number
       unit: "MB/s", values: lim.relay, baseline: { name: "direct", values: lim.direct },
       goal: { text: "at least 0.9x direct (limited links)", on: "ratio", kind: "min", limit: 0.9 },
     });
-    // the same median as the tables (stats.ts), NaN when there is nothing
-    const med = (xs: readonly number[] = []) => (xs.length ? median(xs) : NaN);
     const ratio = med(lim.relay) / med(lim.direct);
     if (ratio < 0.9) {
       findings.push(`Limited: the relay path reached ${med(lim.relay).toFixed(1)} MB/s against ${med(lim.direct).toFixed(1)} MB/s direct; see the unlimited profile for which process saturates a core.`);

@@ -1,13 +1,12 @@
 // Every value a person gives the CLI (names, hosts, ports, users, paths, host key pins) passes
-// one of these checks before it ends up in an ssh_config, a known_hosts or a relay command. They are strict on purpose: a name with a newline, a quote or a
-// leading `-` could add a directive (`Match exec ...`), split a line or become an option, so
-// anything outside the documented shapes is refused rather than escaped. Pure: no I/O.
+// one of these checks before it ends up in an ssh_config, a known_hosts or a relay command.
+// They are strict on purpose: a name with a newline, a quote or a leading `-` could add a
+// directive (`Match exec ...`), split a line or become an option, so anything outside the
+// documented shapes is refused rather than escaped. Pure: no I/O.
 import { isIP } from "node:net";
 import { NAME_PATTERN } from "../lib/contract/relay.ts";
 import { InputError, show } from "../lib/input.ts";
 import { FINGERPRINT_PATTERN, parsePublicKey } from "../lib/keys.ts";
-
-export { InputError, show };
 
 export function validateName(name: string, what = "device name"): string {
   if (typeof name !== "string" || !NAME_PATTERN.test(name)) {

@@ -1,21 +1,41 @@
-// The relay contract is written in TypeScript (infra/relayContainer.ts) and again in the
-// image's own files: these tests hold the image to the TypeScript values.
+// The contracts are written once, in TypeScript (lib/contract/), and again in the images' own
+// files (bash, Python, sshd_config, Dockerfiles): these tests hold the images to the
+// TypeScript values, so a change to one that forgets the other fails here.
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import test from "ava";
-import { DEFAULT_PORT_RANGE, RELAY_CONTAINER_PORT, RELAY_READY_LINE } from "../lib/contract/relay.ts";
+import { AGENT_BACKOFF, AGENT_CONF_DIR, AGENT_ENV_KEYS, AGENT_EXIT, AGENT_FILES, AGENT_STATES, DEFAULT_TARGET } from "../lib/contract/agent.ts";
+import {
+  DEFAULT_PORT_RANGE,
+  NAME_PATTERN,
+  RELAY_ACCOUNTS,
+  RELAY_ADMIN_KEYS_PATH,
+  RELAY_AUDIT_FILE,
+  RELAY_CONTAINER_PORT,
+  RELAY_ENV,
+  RELAY_EXIT,
+  RELAY_HOST_KEY_PATH,
+  RELAY_READY_LINE,
+  RELAY_REGISTRY_FILE,
+  RELAY_RUN_DIR,
+  RELAY_STATE_PATH,
+} from "../lib/contract/relay.ts";
+import { relayRunArgs } from "../lib/contract/relayRun.ts";
 import { repoRoot } from "../lib/paths.ts";
 
-const image = (file: string) => readFileSync(path.join(repoRoot, "images", "rtunneld", file), "utf8");
+const relay = (file: string) => readFileSync(path.join(repoRoot, "images", "rtunneld", file), "utf8");
+const agent = (file: string) => readFileSync(path.join(repoRoot, "images", "rtunnel", file), "utf8");
+const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
 test("the relay's sshd port is the contract's container port in sshd_config, the entrypoint and the Dockerfile", (t) => {
-  t.deepEqual([...image("sshd_config").matchAll(/^Port (\d+)$/gm)].map((m) => Number(m[1])), [RELAY_CONTAINER_PORT]);
-  t.regex(image("entrypoint"), new RegExp(`^SSHD_PORT=${RELAY_CONTAINER_PORT} `, "m"));
-  t.regex(image("Dockerfile"), new RegExp(`^EXPOSE ${RELAY_CONTAINER_PORT}$`, "m"));
+  t.deepEqual([...relay("sshd_config").matchAll(/^Port (\d+)$/gm)].map((m) => Number(m[1])), [RELAY_CONTAINER_PORT]);
+  t.regex(relay("entrypoint"), new RegExp(`^SSHD_PORT=${RELAY_CONTAINER_PORT} `, "m"));
+  t.regex(relay("Dockerfile"), new RegExp(`^EXPOSE ${RELAY_CONTAINER_PORT}$`, "m"));
+  t.true(relayRunArgs({ image: "x", containerName: "y", publish: "1", stateVolume: "v" }).includes(`1:${RELAY_CONTAINER_PORT}`));
 });
 
 test("the entrypoint prints the contract's ready line, and only after its listening check", (t) => {
-  const entry = image("entrypoint");
+  const entry = relay("entrypoint");
   const m = /log "(ready: sshd listening on port \$SSHD_PORT)[^"]*"/.exec(entry);
   t.truthy(m, "no ready line in the entrypoint");
   const prefix = /^log\(\) \{ printf '([^%]*)%s\\n'/m.exec(entry)?.[1];
@@ -25,6 +45,63 @@ test("the entrypoint prints the contract's ready line, and only after its listen
   t.true(entry.lastIndexOf("listening &&", ready) > entry.indexOf("/usr/sbin/sshd -D -e"), "no listening check between starting sshd and the ready line");
 });
 
-test("the entrypoint's default port range is the contract's", (t) => {
-  t.regex(image("entrypoint"), new RegExp(`^PORT_RANGE=\\$\\{RTUNNELD_PORT_RANGE:-${DEFAULT_PORT_RANGE}\\}$`, "m"));
+test("the relay's paths, env names and port range default are the contract's", (t) => {
+  const entry = relay("entrypoint");
+  const lib = relay("rtunneld-lib.sh");
+  t.regex(entry, new RegExp(`^PORT_RANGE=\\$\\{${RELAY_ENV.portRange}:-${DEFAULT_PORT_RANGE}\\}$`, "m"));
+  t.regex(entry, new RegExp(`\\$\\{${RELAY_ENV.adminKeys}:-\\}`));
+  t.regex(entry, new RegExp(`^CONF=${esc(path.dirname(RELAY_HOST_KEY_PATH))}$`, "m"));
+  t.is(path.dirname(RELAY_ADMIN_KEYS_PATH), path.dirname(RELAY_HOST_KEY_PATH));
+  t.regex(entry, /\$CONF\/ssh_host_ed25519_key/);
+  t.regex(entry, /\$CONF\/admin_keys/);
+  t.is(`${path.dirname(RELAY_HOST_KEY_PATH)}/${path.basename(RELAY_HOST_KEY_PATH)}`, RELAY_HOST_KEY_PATH);
+  t.regex(lib, new RegExp(`^RUN=${esc(RELAY_RUN_DIR)}$`, "m"));
+  t.regex(lib, new RegExp(`^STATE=${esc(RELAY_STATE_PATH)}$`, "m"));
+  t.regex(relay("Dockerfile"), new RegExp(`^VOLUME ${esc(RELAY_STATE_PATH)}$`, "m"));
+  const admin = relay("rtunneld-admin");
+  t.regex(admin, new RegExp(`^STATE = f"\\{ROOT\\}${esc(RELAY_STATE_PATH)}"$`, "m"));
+  t.regex(admin, new RegExp(`^RUN = f"\\{ROOT\\}${esc(RELAY_RUN_DIR)}"$`, "m"));
+  t.is(RELAY_REGISTRY_FILE, `${RELAY_STATE_PATH}/registry/registry.json`);
+  t.regex(admin, /^REGISTRY = f"\{REG_DIR\}\/registry\.json"$/m);
+  t.is(RELAY_AUDIT_FILE, `${RELAY_STATE_PATH}/registry/audit.log`);
+  t.regex(admin, /^AUDIT = f"\{REG_DIR\}\/audit\.log"$/m);
+});
+
+test("the relay's accounts and their fixed ids are the contract's, in the Dockerfile and in sshd_config", (t) => {
+  const dockerfile = relay("Dockerfile");
+  for (const [name, { uid }] of Object.entries(RELAY_ACCOUNTS)) {
+    t.regex(dockerfile, new RegExp(`groupadd --gid ${uid} ${name} && useradd --uid ${uid} --gid ${uid} `), name);
+  }
+  const ssh = ["tunnel", "jump", "admin"];
+  t.regex(relay("sshd_config"), new RegExp(`^AllowUsers ${ssh.join(" ")}$`, "m"));
+  for (const a of ssh) t.regex(relay("sshd_config"), new RegExp(`^Match User ${a}$`, "m"));
+});
+
+test("the relay's exit codes and the admin protocol's name rule are the contract's", (t) => {
+  const entry = relay("entrypoint");
+  for (const [what, code] of Object.entries(RELAY_EXIT)) t.regex(entry, new RegExp(`fatal ${code} `), `${what} ${code}`);
+  const readme = relay("README.md");
+  for (const code of Object.values(RELAY_EXIT)) t.regex(readme, new RegExp(`\\b${code}\\b`));
+  t.is(/NAME_RE = re\.compile\(r"([^"]+)"\)/.exec(relay("rtunneld-admin"))?.[1], NAME_PATTERN.source.replace(/^\^|\$$/g, ""));
+});
+
+test("the agent's directory, files, env keys, default target and backoff are the contract's", (t) => {
+  const script = agent("agent");
+  t.regex(script, new RegExp(`^CONF_DIR=\\$\\{RTUNNEL_CONFIG_DIR:-${esc(AGENT_CONF_DIR)}\\}$`, "m"));
+  t.regex(script, new RegExp(`ENV_FILE=\\$CONF_DIR/${esc(AGENT_FILES.env)} KEY_FILE=\\$CONF_DIR/${esc(AGENT_FILES.key)} KNOWN_HOSTS=\\$CONF_DIR/${esc(AGENT_FILES.knownHosts)}`));
+  t.regex(script, new RegExp(`^PREVIOUS_KEY_FILE=\\$CONF_DIR/${esc(AGENT_FILES.previousKey)} `, "m"));
+  t.regex(script, new RegExp(`case \\$key in ${AGENT_ENV_KEYS.join(" \\| ")}\\) ;;`));
+  t.regex(script, new RegExp(`^: "\\$\\{TARGET:=${esc(DEFAULT_TARGET)}\\}"$`, "m"));
+  t.regex(script, new RegExp(`^BACKOFF_MIN_MS=${AGENT_BACKOFF.minMs} BACKOFF_MAX_MS=${AGENT_BACKOFF.maxMs} `, "m"));
+  t.regex(script, new RegExp(`^STABLE_S=${AGENT_BACKOFF.stableS} `, "m"));
+});
+
+test("the agent's exit codes and state words are the contract's, in the script and its README", (t) => {
+  const script = agent("agent");
+  const readme = agent("README.md");
+  for (const [what, code] of Object.entries(AGENT_EXIT)) {
+    t.regex(script, new RegExp(code === 70 ? "exit 70" : `fatal ${code} `), `${what} ${code}`);
+    t.regex(readme, new RegExp(`^\\| ${code} \\|`, "m"), `README row for ${code}`);
+  }
+  for (const state of AGENT_STATES) t.regex(script, new RegExp(`log "${state}[: ]`), state);
 });

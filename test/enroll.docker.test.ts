@@ -13,7 +13,7 @@ import { RelayAdmin } from "../provision/relay/admin.ts";
 import { parseRelayFacts } from "../provision/relay/facts.ts";
 import { parsePublicKey } from "../lib/keys.ts";
 import { renderRelayFacts } from "../provision/relay/facts.ts";
-import { buildImage, copySshDir, createNatTopology, docker, ensureDocker, keygen, Scope, startDevice, startLaptop, startRelay, type Topology } from "./bed/index.ts";
+import { buildImage, copySshDir, createNatTopology, docker, ensureDocker, keygen, Scope, sharedWorldHooks, startDevice, startLaptop, startRelay, type Topology } from "./bed/index.ts";
 import { runCli } from "./bed/index.ts";
 
 interface Bed {
@@ -64,14 +64,7 @@ test.before(async () => {
   };
 });
 
-test.afterEach.always(async (t) => {
-  if (!t.passed && bed) t.log(await bed.scope.logs().catch((e: unknown) => `(no logs: ${String(e)})`));
-});
-
-test.after.always(async () => {
-  await bed?.scope.dispose();
-  if (bed) await rm(bed.tmp, { recursive: true, force: true });
-});
+sharedWorldHooks(test, () => bed && { scope: bed.scope, dirs: [bed.tmp] });
 
 /** The CLI as a person runs it, with HOME pointing at the test's home (no --ssh-dir: the default ~/.ssh). */
 async function enroll(args: string[]) {
@@ -131,6 +124,11 @@ test.serial("[docker] enrollment from home writes ~/.ssh so that the office lapt
   const hostname = await onLaptop(["ssh", "raspi", "hostname"]);
   t.is(hostname.code, 0, hostname.stderr);
   t.is(hostname.stdout.trim(), "raspi");
+  // The relay hop is multiplexed: the first ssh left a master connection that the next ones reuse.
+  t.regex(await readFile(path.join(ssh, "config.d", "rtunnel"), "utf8"), /Host rtunnel-relay\n(?: {2}.*\n)* {2}ControlMaster auto\n {2}ControlPath ~\/\.ssh\/rtunnel-%C\n {2}ControlPersist 10m\n/);
+  const master = await onLaptop(["ssh", "-O", "check", "rtunnel-relay"]);
+  t.is(master.code, 0, master.stderr);
+  t.regex(master.stderr, /Master running/);
 
   const up = `up-${Date.now()}`;
   await onLaptop(["sh", "-c", `echo ${up} > /tmp/up.txt`]);
@@ -167,6 +165,35 @@ test.serial("[docker] enrolling under the default client name after the laptop's
   t.is(r.code, 0, r.stderr);
   t.regex(r.stderr, /your key is registered on the relay as client office-laptop: keeping that name \(not laptop-/);
   t.regex(r.stderr, /raspi was already enrolled: nothing changed/);
+  t.deepEqual(await snapshot(), before);
+});
+
+test.serial("[docker] --dry-run prints every change enrollment would make, in order, and changes nothing anywhere", async (t) => {
+  // A re-enrollment that moves the device's agent to another relay address: files change.
+  const moved = path.join(bed.tmp, "relay-moved.json");
+  await writeFile(moved, JSON.stringify({ host: bed.relayIp, port: RELAY_CONTAINER_PORT, hostKey: bed.relayHostKey, deviceSide: { host: bed.relayIp, port: RELAY_CONTAINER_PORT + 7 } }));
+  const before = await snapshot();
+  const r = await enroll(["raspi", "--host", bed.deviceIp, "--user", "pi", "--relay", moved, "--image", bed.agentImage, "--client", "office-laptop", "--dry-run"]);
+  t.is(r.code, 0, r.stderr);
+  const lines = r.stdout.trimEnd().split("\n");
+  t.regex(lines[0]!, /^enroll raspi: device pi@\S+:22 \(SHA256:\S+\), linux\/amd64 \(the device's Docker runs amd64\)$/);
+  t.regex(r.stdout, /\n {2}device {2}keep the device key SHA256:\S+\n {2}relay {3}keep device raspi \(port \d+\)\n/);
+  t.regex(r.stdout, /\n {2}device {2}agent files \/etc\/rtunnel\/rtunnel\.env, \/etc\/rtunnel\/known_hosts: written where they differ\n/);
+  t.is(lines.at(-1), "nothing was changed (--dry-run)");
+  const json = await enroll(["raspi", "--host", bed.deviceIp, "--user", "pi", "--relay", moved, "--image", bed.agentImage, "--client", "office-laptop", "--dry-run", "--json"]);
+  t.is(json.code, 0, json.stderr);
+  const plan = JSON.parse(json.stdout) as { name: string; platform: string; port: number; changes: { where: string; what: string }[] };
+  t.deepEqual([plan.name, plan.platform], ["raspi", "linux/amd64"]);
+  t.true(plan.port > 0);
+  t.true(plan.changes.length >= 6);
+  t.deepEqual(await snapshot(), before);
+});
+
+test.serial("[docker] a device already enrolled under another name is turned away in the plan, with one line, before any change", async (t) => {
+  const before = await snapshot();
+  const r = await enroll([...base("garage", bed.deviceIp), "--device-host-key", bed.deviceFp]);
+  t.is(r.code, 4, r.stderr);
+  oneLine(t, r.stderr, /^rtunnel: the device at \S+ is enrolled on the relay as device raspi \(its key SHA256:\S+\): enroll it as raspi, or revoke-device raspi first$/);
   t.deepEqual(await snapshot(), before);
 });
 

@@ -18,7 +18,7 @@ import { withDevice } from "../provision/laptop/model.ts";
 import { RelayAdmin } from "../provision/relay/admin.ts";
 import { parseRelayFacts, renderRelayFacts, type RelayFacts } from "../provision/relay/facts.ts";
 import {
-  agentVolumeFlags, buildImage, copySshDir, createNatTopology, docker, ensureDocker, keygen, Scope, startAgent, startDevice, startLaptop, startRelay, waitFor,
+  agentVolumeFlags, buildImage, copySshDir, createNatTopology, docker, ensureDocker, keygen, Scope, sharedWorldHooks, startAgent, startDevice, startLaptop, startRelay, waitFor,
   type RelayFixture, type Site, type Topology,
 } from "./bed/index.ts";
 import { runCli } from "./bed/index.ts";
@@ -104,14 +104,7 @@ test.before(async () => {
   await scope.exec(lb, ["sh", "-c", "ssh-keygen -q -t ed25519 -N '' -C laptop-b -f /root/.ssh/id_ed25519"]);
 });
 
-test.afterEach.always(async (t) => {
-  if (!t.passed && w) t.log(await w.scope.logs().catch((e: unknown) => `(no logs: ${String(e)})`));
-});
-
-test.after.always(async () => {
-  await w?.scope.dispose();
-  if (w) await rm(w.tmp, { recursive: true, force: true });
-});
+sharedWorldHooks(test, () => w && { scope: w.scope, dirs: [w.tmp] });
 
 /** The CLI as a person runs it, HOME = the operator's home. */
 async function cli(args: string[]) {
@@ -122,6 +115,17 @@ const status = async () => {
   const r = await cli(["status", "--json"]);
   return { code: r.code, entries: JSON.parse(r.stdout) as { name: string; kind: string; state: string; port?: number; online?: boolean; connectedSince?: string | null; fingerprint: string }[] };
 };
+/** An interactive-like session `ssh DEVICE` from a laptop, open once it printed; `ended` resolves with its exit code. */
+async function openSession(laptop: string, device: string): Promise<{ ended: Promise<number> }> {
+  const session = spawn("docker", ["exec", laptop, "ssh", device, "echo open; sleep 120"], { stdio: ["ignore", "pipe", "pipe"] });
+  const ended = new Promise<number>((resolve) => session.on("close", (c) => resolve(c ?? 128)));
+  await new Promise<void>((resolve, reject) => {
+    session.stdout.on("data", (b: Buffer) => b.toString().includes("open") && resolve());
+    setTimeout(() => reject(new Error(`the session to ${device} did not open within 180 s`)), 180_000);
+  });
+  return { ended };
+}
+
 /** A key the relay must refuse: ssh -R with it from a device, as a thief with a copy would. */
 const tunnelWith = (device: string, key: string, port: number) =>
   on(device, ["timeout", "120", "ssh", "-F", "/dev/null", "-i", key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
@@ -206,12 +210,7 @@ test.serial("[docker] audit names who connected to which device, without raw fin
 test.serial("[docker] revoke-device device3 during an open session: the session drops, the device is cleaned and can't come back, status shows it revoked", async (t) => {
   const d3 = w.devices.device3;
   await on(d3, ["cp", "/etc/rtunnel/id_ed25519", "/root/stolen_key"]); // what a thief would hold
-  const session = spawn("docker", ["exec", w.laptopA, "ssh", "device3", "echo open; sleep 120"], { stdio: ["ignore", "pipe", "pipe"] });
-  const ended = new Promise<number>((resolve) => session.on("close", (c) => resolve(c ?? 128)));
-  await new Promise<void>((resolve, reject) => {
-    session.stdout.on("data", (b: Buffer) => b.toString().includes("open") && resolve());
-    setTimeout(() => reject(new Error("the session did not open within 180 s")), 180_000);
-  });
+  const { ended } = await openSession(w.laptopA, "device3");
   const started = Date.now();
   const r = await cli(["revoke-device", "device3", "--json"]);
   t.is(r.code, 0, r.stderr);
@@ -294,12 +293,7 @@ test.serial("[docker] the relay container replaced (same host key and state): ev
 });
 
 test.serial("[docker] remove-client laptop-b: its live session ends, the relay refuses it, its key leaves device2", async (t) => {
-  const session = spawn("docker", ["exec", w.laptopB, "ssh", "device2", "echo open; sleep 120"], { stdio: ["ignore", "pipe", "pipe"] });
-  const ended = new Promise<number>((resolve) => session.on("close", (c) => resolve(c ?? 128)));
-  await new Promise<void>((resolve, reject) => {
-    session.stdout.on("data", (b: Buffer) => b.toString().includes("open") && resolve());
-    setTimeout(() => reject(new Error("the session did not open within 180 s")), 180_000);
-  });
+  const { ended } = await openSession(w.laptopB, "device2");
   const r = await cli(["remove-client", "laptop-b", "--json"]);
   t.is(r.code, 0, r.stderr);
   t.deepEqual((JSON.parse(r.stdout) as { deauthorizedOn: string[] }).deauthorizedOn, ["device2"]);

@@ -1,9 +1,8 @@
 // Config and CIDR decisions, tested directly: tables of cases and fast-check properties.
 
-import { generateKeyPairSync } from "node:crypto";
 import test from "ava";
+import { publicKeyLine } from "./infra/keys.ts";
 import fc from "fast-check";
-import sshpk from "sshpk";
 import { ipv6Groups, parseCidr } from "../infra/cidr.ts";
 import {
   DEFAULT_INSTANCE_TYPE, DEFAULT_REMOTE_PORT, isBurstable, parseAdminPublicKeys, parseAllowedCidrs,
@@ -11,12 +10,7 @@ import {
 } from "../infra/config.ts";
 import { egressRules, ingressRules } from "../infra/network.ts";
 
-const key = (comment = "op@laptop") => {
-  const { privateKey } = generateKeyPairSync("ed25519");
-  const pub = sshpk.parsePrivateKey(privateKey.export({ type: "pkcs8", format: "pem" }).toString(), "pem").toPublic();
-  pub.comment = comment;
-  return pub.toString("ssh");
-};
+const key = publicKeyLine;
 
 test("remotePort defaults to 12345 and accepts every port but 22", (t) => {
   t.is(parseRemotePort(undefined), DEFAULT_REMOTE_PORT);

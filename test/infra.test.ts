@@ -2,12 +2,11 @@
 // pack against what the program registers. No CLI, no AWS.
 
 import { execFileSync } from "node:child_process";
-import { generateKeyPairSync } from "node:crypto";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import test from "ava";
-import sshpk from "sshpk";
+import { publicKeyLine } from "./infra/keys.ts";
 import {
   EIP_ADDRESS, INSTANCE_ID, VOLUME_ID, installMocks, isSecret, privateKeyTexts, publicKeyLines,
   resources, setRelayConfig, settled, valueOf, type RecordedResource,
@@ -18,12 +17,7 @@ await installMocks();
 const { default: relayStack } = await import("../infra/index.ts");
 const policies = await import("../infra/policy/policies.ts");
 
-function publicKey(comment = "op@laptop"): string {
-  const { privateKey } = generateKeyPairSync("ed25519");
-  const pub = sshpk.parsePrivateKey(privateKey.export({ type: "pkcs8", format: "pem" }).toString(), "pem").toPublic();
-  pub.comment = comment;
-  return pub.toString("ssh");
-}
+const publicKey = publicKeyLine;
 
 const ADMIN_KEY = publicKey();
 const GOOD = {

@@ -151,7 +151,7 @@ test("the CLI: --help lists the commands and exits 0; bad input is one line and 
   t.regex(help.stdout, /enroll-device \[options\] <name>/);
   t.regex(help.stdout, /list\|status/);
   const enrollHelp = await cli(["enroll-device", "--help"]);
-  for (const opt of ["--host", "--user", "--accept-new", "--device-host-key", "--install-docker", "--relay", "--identity", "--ssh-dir", "--json"]) {
+  for (const opt of ["--host", "--user", "--accept-new", "--device-host-key", "--install-docker", "--relay", "--identity", "--ssh-dir", "--json", "--dry-run", "--no-multiplex"]) {
     t.true(enrollHelp.stdout.includes(opt), opt);
   }
   const bad = await cli(["enroll-device", "Bad Name", "--host", "192.168.1.23"]);

@@ -2,6 +2,8 @@
 // with one line and the registry left byte-for-byte unchanged, and 20 parallel enrollments.
 import test from "ava";
 import { ensureDocker, exec, mapLimit, useScope } from "./bed/index.ts";
+import { ANSWERS, type JsonVerb } from "../provision/relay/protocol.ts";
+import { fixtureShapes, shapeOf } from "./protocol/fixtures.ts";
 import { startRelay } from "./relay/fixture.ts";
 
 test.before(async () => {
@@ -59,6 +61,20 @@ test("[docker] admin verbs: add-device, add-client, list, remove and host-key do
   const hk = await r.admin(["host-key"]);
   t.is(hk.code, 0);
   t.is(hk.stdout.trim(), r.hostKey);
+
+  // Every answer the real relay gave is one the CLI's schemas take, and has the shape of the
+  // protocol's JSON fixtures (which the unit suite holds to the same schemas).
+  const answers: [JsonVerb, unknown][] = [
+    ["add-device", a], ["add-device", replaced], ["add-device", b],
+    // (the answers deep-equalled above)
+    ["add-client", { name: "laptop", devices: ["raspi"] }], ["add-client", { name: "desk", devices: ["nas", "raspi"] }],
+    ["list", rows], ["remove", { removed: "nas", sessionsEnded: true }], ["audit", await r.adminJson(["audit"])],
+  ];
+  for (const [verb, answer] of answers) {
+    t.true(ANSWERS[verb].safeParse(answer).success, `${verb}: ${JSON.stringify(answer).slice(0, 200)}`);
+    const shapes = fixtureShapes(verb);
+    for (const item of Array.isArray(answer) ? answer : [answer]) t.true(shapes.has(JSON.stringify(shapeOf(item))), `${verb}: an answer shaped unlike any fixture: ${JSON.stringify(item)}`);
+  }
 
   // The audit log in the state volume names every change.
   const audit = (await exec(r.container, ["cat", "/var/lib/rtunneld/registry/audit.log"])).stdout.trim().split("\n").map((l) => JSON.parse(l) as { verb: string; name: string });

@@ -41,6 +41,16 @@ export const RELAY_HARDENING_FLAGS: readonly string[] = [
   "--pids-limit", "4096",
 ];
 
+/**
+ * A session whose device died silently must end in seconds, and OpenSSH's keepalives
+ * (ClientAliveInterval) do not cover a session with unsent data: every laptop connection to
+ * the dead device's port queues a channel open on it, so a laptop retrying in a loop kept
+ * such a session (and the port) up until TCP gave up, 15 minutes by default (seen in the
+ * bench's dead-session row). Five retransmissions, about 13 s, is when the kernel gives up
+ * here; the relay's network namespace is its own, so nothing else changes.
+ */
+export const RELAY_NET_FLAGS: readonly string[] = ["--sysctl", "net.ipv4.tcp_retries2=5"];
+
 /** Arguments for `docker` (starting with `run`) that start the relay. */
 export function relayRunArgs(o: RelayRunOptions): string[] {
   const args = ["run"];
@@ -50,7 +60,7 @@ export function relayRunArgs(o: RelayRunOptions): string[] {
   if (o.adminKeysFile) args.push("-v", `${o.adminKeysFile}:${RELAY_ADMIN_KEYS_PATH}:ro`);
   args.push("-v", `${o.stateVolume}:${RELAY_STATE_PATH}`);
   args.push("-e", `${RELAY_ENV.portRange}=${o.portRange ?? DEFAULT_PORT_RANGE}`);
-  args.push(...RELAY_HARDENING_FLAGS);
+  args.push(...RELAY_HARDENING_FLAGS, ...RELAY_NET_FLAGS);
   args.push(...(o.extraFlags ?? []), o.image);
   return args;
 }

@@ -27,27 +27,19 @@ import { pinnedDeviceKey, RELAY_ALIAS, validateDeviceName, withDevice, withRelay
 import { RelayAdmin } from "../relay/admin.ts";
 import { loadRelayFacts, type RelayFacts } from "../relay/facts.ts";
 import type { ClientListing, DeviceListing } from "../relay/protocol.ts";
-import { enrollClientName } from "../relay/registry.ts";
+import { enrollClientName, keyHeldElsewhere } from "../relay/registry.ts";
+import type { FleetOptions } from "./fleet.ts";
 import { connectPinned } from "../ssh.ts";
 import { parseHostKeyPin, validateHost, validateName, validatePort, validateUser } from "../validate.ts";
 
 export { DEFAULT_IMAGE };
 
-export interface EnrollOptions {
+export interface EnrollOptions extends Omit<FleetOptions, "log"> {
   name: string;
   /** the device's LAN address */
   host: string;
   port?: number | string;
   user?: string;
-  /** private key of the operator (public half next to it as .pub); default SSHDIR/id_ed25519 */
-  identity?: string;
-  /** ssh-agent socket; default SSH_AUTH_SOCK */
-  agent?: string;
-  home?: string;
-  sshDir?: string;
-  /** relay facts file; without it and without `relay`, `pulumi stack output --json` */
-  relayFile?: string;
-  relay?: RelayFacts;
   acceptNew?: boolean;
   /** SHA256:... or a public key line */
   deviceHostKey?: string;
@@ -63,7 +55,6 @@ export interface EnrollOptions {
   /** human progress (stderr); quiet under --json */
   log?: (line: string) => void;
   progress?: boolean;
-  cwd?: string;
 }
 
 export interface EnrollResult {
@@ -242,6 +233,10 @@ export async function planEnrollment(o: EnrollOptions): Promise<PlannedEnrollmen
     const mine = registry.find((e) => e.name === name);
     if (mine && (mine.kind !== "device" || !deviceKey || mine.fingerprint !== deviceKey.fingerprint)) {
       throw new ExitError(EXIT.relay, `the name ${name} is already taken on the relay by another ${mine.kind === "device" ? "device key" : mine.kind} (${mine.fingerprint}): choose another name, or revoke-device ${name} first`);
+    }
+    const heldBy = deviceKey && keyHeldElsewhere(registry, deviceKey.fingerprint, name);
+    if (heldBy) {
+      throw new ExitError(EXIT.relay, `the device at ${where} is enrolled on the relay as ${heldBy.kind} ${heldBy.name} (its key ${heldBy.fingerprint}): enroll it as ${heldBy.name}, or revoke-device ${heldBy.name} first`);
     }
     const { client, entry: clientEntry, reused } = enrollClientName(registry, { fingerprint: operatorKey.fingerprint, wanted, explicit: o.client !== undefined });
     if (reused) log(`your key is registered on the relay as client ${client}: keeping that name (not ${wanted})`);

@@ -201,6 +201,8 @@ function optionLine([param, value]: Option): string {
 export function renderFragment(m: LaptopModel): string {
   const identity = checkPathValue(m.identityFile);
   const knownHosts = checkPathValue(m.knownHostsFile);
+  // Both hops: this laptop's key only, and the host key pinned in our own known_hosts.
+  const pinnedIdentity = [`  IdentityFile ${identity}`, "  IdentitiesOnly yes", `  UserKnownHostsFile ${knownHosts}`, "  StrictHostKeyChecking yes"];
   const lines = [...HEADER, ""];
   const hop = m.relays.get(RELAY_ALIAS);
   if (!hop) throw new InputError("the laptop's ssh_config needs the relay hop before any device");
@@ -210,10 +212,7 @@ export function renderFragment(m: LaptopModel): string {
     `  HostName ${validateHost(hop.host, "relay host")}`,
     `  Port ${validatePort(hop.port, "relay port")}`,
     `  User ${JUMP_USER}`,
-    `  IdentityFile ${identity}`,
-    "  IdentitiesOnly yes",
-    `  UserKnownHostsFile ${knownHosts}`,
-    "  StrictHostKeyChecking yes",
+    ...pinnedIdentity,
   );
   if (hop.multiplex === "on") {
     if (!hop.controlPath || !/^[A-Za-z0-9_./~:-]+%C$/.test(hop.controlPath)) throw new InputError(`unsafe ControlPath ${show(hop.controlPath)}`);
@@ -233,10 +232,7 @@ export function renderFragment(m: LaptopModel): string {
       `  User ${validateUser(d.user)}`,
       `  ProxyJump ${RELAY_ALIAS}`,
       `  HostKeyAlias ${hostKeyAlias(d.name)}`,
-      `  IdentityFile ${identity}`,
-      "  IdentitiesOnly yes",
-      `  UserKnownHostsFile ${knownHosts}`,
-      "  StrictHostKeyChecking yes",
+      ...pinnedIdentity,
       ...d.extra.map(optionLine),
     );
   }
