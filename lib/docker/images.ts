@@ -18,11 +18,18 @@ export function contextDir(name: string): string {
   throw new Error(`no Dockerfile for image "${name}" in images/${name} or lib/fixtures/images/${name}`);
 }
 
+/**
+ * The tag the fixtures build an image under. RTUNNEL_IMAGE_TAG gives checkouts that share one
+ * engine (git worktrees, several CI jobs on one machine) tags of their own, so one's build
+ * never replaces the image another's tests are running.
+ */
 export function imageTag(name: string): string {
-  return `rtunnel/${name}:test`;
+  const tag = process.env.RTUNNEL_IMAGE_TAG ?? "test";
+  if (!/^[a-z0-9][a-z0-9._-]{0,40}$/.test(tag)) throw new Error(`RTUNNEL_IMAGE_TAG must be a docker tag of a-z, 0-9, . _ - (got ${JSON.stringify(tag)})`);
+  return `rtunnel/${name}:${tag}`;
 }
 
-/** Builds images/NAME (or test/fixtures/NAME) and returns its tag. Docker's cache makes repeats cheap. */
+/** Builds images/NAME (or lib/fixtures/images/NAME) and returns its tag. Docker's cache makes repeats cheap. */
 export function buildImage(name: ProjectImage | string): Promise<string> {
   let pending = built.get(name);
   if (!pending) {
