@@ -61,6 +61,20 @@ test("the run script is exactly `exec docker <relayRunArgs>` with the cloud opti
   t.is(args.at(-1), INPUT.image, "by digest");
 });
 
+test("every relay container rotates its log: the json-file driver, named, with a size cap, locally and in the cloud", (t) => {
+  const local = relayRunArgs({ image: "x", containerName: "y", publish: "1", stateVolume: "v" });
+  const cloud = relayRunArgs(cloudRelayRunOptions(INPUT));
+  for (const args of [local, cloud]) {
+    const i = args.indexOf("--log-driver");
+    // Named explicitly: log options are per driver, and an engine whose default driver is another
+    // (journald, syslog) would refuse max-file.
+    t.is(args[i + 1], "json-file");
+    const opts = args.flatMap((a, j) => (args[j - 1] === "--log-opt" ? [a] : []));
+    t.deepEqual(opts, ["max-size=10m", "max-file=3"]);
+    t.true(i >= 0 && i < args.length - 2, "among the flags, before the image");
+  }
+});
+
 test("quote survives any string through bash", (t) => {
   fc.assert(fc.property(fc.array(fc.string({ unit: "binary" }).map((s) => s.replace(/\0/g, "")), { minLength: 1, maxLength: 4 }), (args) => {
     const out = execFileSync("bash", ["-c", `printf '%s\\0' ${args.map(quote).join(" ")}`]).toString("utf8");
