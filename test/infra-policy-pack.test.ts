@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import test from "ava";
 import * as p from "../infra/policy/policies.ts";
 import {
-  analyzeRequest, analyzer, analyzerPb, stackResource, startFakeEngine, startPolicyPack, struct,
+  analyzeRequest, analyzer, analyzerPb, secret, stackResource, startFakeEngine, startPolicyPack, struct,
   type FakeEngine, type RunningPack,
 } from "./infra/policyRunner.ts";
 
@@ -106,3 +106,16 @@ for (const [variant, env] of [
     t.true(stack.some((d) => d.policy === "relay-single-ingress-rule" && /declares 2 ingress rules/.test(d.message)), JSON.stringify(stack));
   });
 }
+
+test.serial("under Pulumi's runner, a private key in a parameter's write-only value (a secret on the wire) must be a SecureString under a key of its own", async (t) => {
+  const { pack } = await withPack(t, cliEnv());
+  const c = analyzer(pack.client);
+  await configure(pack);
+  const key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
+  const plain = diagnostics(await c.analyze(analyzeRequest(p.SSM_PARAMETER, "host-key", { name: "/x", type: "String", valueWo: secret(key), valueWoVersion: 1 }, STACK, PROJECT)));
+  t.true(plain.some((d) => d.policy === "private-keys-in-securestring" && /is String, not SecureString/.test(d.message)), JSON.stringify(plain));
+  const awsSsm = diagnostics(await c.analyze(analyzeRequest(p.SSM_PARAMETER, "host-key", { name: "/x", type: "SecureString", valueWo: secret(key), valueWoVersion: 1 }, STACK, PROJECT)));
+  t.deepEqual(awsSsm.map((d) => d.policy), ["private-keys-under-own-kms-key"]);
+  const own = { name: "/x", type: "SecureString", valueWo: secret(key), valueWoVersion: 1, keyId: "arn:aws:kms:us-east-1:123456789012:key/0123abcd-4567-89ef-0123-456789abcdef" };
+  t.deepEqual(diagnostics(await c.analyze(analyzeRequest(p.SSM_PARAMETER, "host-key", own, STACK, PROJECT))), []);
+});
