@@ -11,6 +11,7 @@
 import path from "node:path";
 import { createGzip } from "node:zlib";
 import cliProgress from "cli-progress";
+import { buildFromTar, detectBuilder } from "../../lib/docker/build.ts";
 import { buildContext, CONTEXT_LABEL, type BuildContext } from "../../lib/docker/context.ts";
 import { enginePlatform, engineRuns } from "../../lib/docker/platformProbe.ts";
 import { platformInfo, platformTag } from "../../lib/platform.ts";
@@ -79,8 +80,9 @@ export async function crossBuildProblem(platform: string): Promise<string | unde
 export async function buildLocal(image: string, platform: string, context: BuildContext, log: (l: string) => void): Promise<LocalImage> {
   const native = await enginePlatform().catch(noDocker);
   const emulated = !samePlatform(native, platform);
-  log(`building ${image} for ${platform} from ${AGENT_CONTEXT}${emulated ? ` (under this machine's emulation of ${platform}: minutes, not seconds)` : ""}`);
-  const r = await docker(["build", "--platform", platform, "--label", `${CONTEXT_LABEL}=${context.hash}`, "--tag", image, "-"], { timeoutMs: 60 * 60_000, input: context.tar });
+  const builder = await detectBuilder().catch(noDocker);
+  log(`building ${image} for ${platform} from ${AGENT_CONTEXT} with ${builder === "buildx" ? "docker buildx" : "the classic builder (no buildx here)"}${emulated ? ` under this machine's emulation of ${platform}: minutes, not seconds` : ""}`);
+  const r = await buildFromTar(context.tar, { tag: image, platform, labels: { [CONTEXT_LABEL]: context.hash } }).catch(noDocker);
   if (r.code !== 0) {
     throw new ExitError(EXIT.usage, `can't build ${image} for ${platform}: ${r.stderr.trim().split("\n").pop() ?? ""} (another architecture needs QEMU for the build, or --build-on device, or --image)`);
   }
