@@ -41,13 +41,8 @@ export const AGENT_EXIT = {
 export const AGENT_STATES = ["connecting", "up", "lost", "refused", "backing off"] as const;
 export type AgentState = (typeof AGENT_STATES)[number];
 
-/**
- * Its reconnect backoff: jittered in [d/2, d], d doubling from min to max, reset after `stableS`
- * up. An attempt the relay's sshd never answered (refused, or accepted by a proxy and closed:
- * no banner, no line at all) is retried within [fastMs/2, fastMs] for `fastForS` from the
- * first such attempt in a row, without counting as a failure.
- */
-export const AGENT_BACKOFF = { minMs: 1000, maxMs: 30_000, stableS: 10, fastMs: 250, fastForS: 5 } as const;
+/** Its reconnect backoff: jittered in [d/2, d], d doubling from min to max, reset after `stableS` up. */
+export const AGENT_BACKOFF = { minMs: 1000, maxMs: 30_000, stableS: 10 } as const;
 
 /** /etc/rtunnel/rtunnel.env */
 export function renderAgentEnv(o: { relay: RelayEndpoint; forwardPort: number; target?: string }): string {
