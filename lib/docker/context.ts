@@ -15,7 +15,7 @@ export const DOCKERFILE_BASE = "debian:trixie-slim";
 /** The label that carries the build context's hash. */
 export const CONTEXT_LABEL = "rtunnel.context";
 
-const FROM_LINE = /^(\s*FROM\s+)(?:--platform=\S+\s+)?debian:trixie-slim(\s+AS\s+\S+)?\s*$/gim;
+const FROM_LINE = /^([ \t]*FROM[ \t]+)(?:--platform=\S+[ \t]+)?debian:trixie-slim([ \t]+AS[ \t]+\S+)?[ \t]*$/gim;
 
 /** The Dockerfile with every `FROM debian:trixie-slim` naming `base` instead. */
 export function rebase(dockerfile: string, base: string): string {
