@@ -69,7 +69,7 @@ export function piEndToEnd(test: TestFn, platform: string): void {
     phase("enrollment");
     t.is(r.code, 0, r.stderr);
     t.is(r.stdout, "ssh raspi\n");
-    t.log(r.stderr.split("\n").filter((l) => /^(rtunnel: )?(platform|building|  image:)/.test(l) || /\(\d+\.\d s\)$/.test(l)).join("\n"));
+    t.log(r.stderr.split("\n").filter((l) => /^(rtunnel: )?(platform|building| {2}image:)/.test(l) || /\(\d+\.\d s\)$/.test(l)).join("\n"));
     t.regex(r.stderr, new RegExp(`platform ${p.platform.replaceAll("/", "\\/")}: the device's Docker runs ${p.arch}`));
     const image = defaultImage(p.platform);
     t.regex(r.stderr, new RegExp(`building ${image} for ${p.platform.replaceAll("/", "\\/")}`));
