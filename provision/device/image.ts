@@ -45,10 +45,12 @@ const docker = (args: string[], o: { timeoutMs?: number; input?: Buffer } = {}) 
 
 /** The image as this machine's engine has it, or undefined. */
 export async function inspectLocal(image: string): Promise<LocalImage | undefined> {
-  const r = await docker(["image", "inspect", "--format", "{{.Id}} {{.Size}} {{.Os}}/{{.Architecture}}{{if .Variant}}/{{.Variant}}{{end}}", image]);
+  // JSON, not a template of fields: an image without a variant has no Variant key, and a
+  // template naming it fails ("map has no entry for key").
+  const r = await docker(["image", "inspect", "--format", "{{json .}}", image]);
   if (r.code !== 0) return undefined;
-  const [id = "", size = "0", plat = ""] = r.stdout.trim().split(" ");
-  return { id, size: Number(size), platform: plat };
+  const j = JSON.parse(r.stdout) as { Id: string; Size: number; Os: string; Architecture: string; Variant?: string };
+  return { id: j.Id, size: j.Size, platform: `${j.Os}/${j.Architecture}${j.Variant ? `/${j.Variant}` : ""}` };
 }
 
 /** Whether an image's recorded platform is `platform` (an engine without variants says linux/arm for every ARM variant). */
