@@ -9,7 +9,7 @@ import { mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import type { TestFn } from "ava";
-import { baseImageTag } from "../../lib/docker/baseImage.ts";
+import { baseImageTag, imageProblem } from "../../lib/docker/baseImage.ts";
 import { platformInfo } from "../../lib/platform.ts";
 import { renderRelayFacts } from "../../provision/relay/facts.ts";
 import { defaultImage } from "../../provision/device/image.ts";
@@ -40,6 +40,14 @@ export function piEndToEnd(test: TestFn, platform: string): void {
     // The emulated device's image first (minutes under QEMU, cached by Docker after that).
     await buildImage("device-arm", { platform: p.platform, log: (l) => t.log(l) });
     phase(`device image for ${p.platform}`);
+    // The bed's base of that platform (made on the way): its config names the platform for
+    // real, and its root is 0755.
+    const base = baseImageTag(p.platform);
+    t.is((await docker(["image", "inspect", "--format", "{{json .}}", base]).then((r) => {
+      const j = JSON.parse(r.stdout) as { Os: string; Architecture: string; Variant?: string };
+      return `${j.Os}/${j.Architecture}/${j.Variant}`;
+    })), `linux/${p.arch}/${p.variant}`);
+    t.is(await imageProblem(base), undefined);
     const net = await createNatTopology(scope);
     const home = path.join(tmp, "home");
     await mkdir(path.join(home, ".ssh"), { recursive: true, mode: 0o700 });
@@ -63,7 +71,7 @@ export function piEndToEnd(test: TestFn, platform: string): void {
     // platform, as a user names a registry mirror's (no registry answers here).
     const r = await runCli(
       ["enroll-device", "raspi", "--host", deviceIp, "--user", "pi", "--relay", relayFile, "--device-host-key", device.hostKeyFingerprint,
-        "--client", "office-laptop", "--base-image", baseImageTag(p.platform), "--timeout", "900"],
+        "--client", "office-laptop", "--base-image", base, "--timeout", "900"],
       { home, timeoutMs: 80 * 60_000 },
     );
     phase("enrollment");
