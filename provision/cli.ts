@@ -49,7 +49,10 @@ export function program(): Command {
       .option("--user <user>", "the account on the device (passwordless sudo, or root)", "pi")
       .option("--accept-new", "first contact: trust the device's host key as it is now (the fingerprint is printed)")
       .option("--device-host-key <pin>", "the device's host key: SHA256:... fingerprint or public key line")
-      .option("--image <ref>", "the device agent image, used as it is (built only when missing); default: rtunnel/rtunnel:latest, built from images/rtunnel every time")
+      .option("--image <ref>", "the device agent image, used as it is (built only when missing); default: rtunnel/rtunnel:latest-PLATFORM, built from images/rtunnel every time")
+      .option("--platform <platform>", "build the agent image for this platform instead of the one the device's Docker runs (linux/arm64, linux/arm/v7, linux/arm/v5, linux/amd64)")
+      .option("--base-image <ref>", "build the agent image on this base instead of its Dockerfile's debian:trixie-slim (a registry mirror's copy, a local image)")
+      .addOption(new Option("--build-on <where>", "build the agent image here (cross-built under emulation for another architecture) or on the device (its build context sent over the same connection)").choices(["laptop", "device"]).default("laptop"))
       .option("--install-docker", "install Docker from the device's own distribution packages when it is missing")
       .option("--client <name>", "this laptop's name on the relay (default: laptop-HOSTNAME)")
       .addOption(new Option("--timeout <seconds>", "how long to wait for the tunnel").default("60"))
@@ -68,6 +71,9 @@ export function program(): Command {
       acceptNew: Boolean(o.acceptNew),
       deviceHostKey: o.deviceHostKey as string | undefined,
       image: o.image as string | undefined,
+      platform: o.platform as string | undefined,
+      baseImage: o.baseImage as string | undefined,
+      buildOn: o.buildOn as "laptop" | "device",
       installDocker: Boolean(o.installDocker),
       client: o.client as string | undefined,
       timeout: o.timeout as string,

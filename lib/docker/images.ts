@@ -1,8 +1,16 @@
 // Builds the project's images (images/NAME) and the fixtures' (lib/fixtures/images/NAME) from
 // their Dockerfiles, once per process and never twice at the same time across processes.
+// For another platform (the bed's emulated ARM devices) the image is built under QEMU on the
+// bed's base of that platform, named in place of the Dockerfile's own `FROM debian:trixie-slim`
+// (lib/docker/context.ts), and tagged with the platform: one platform per tag.
 import { existsSync } from "node:fs";
 import path from "node:path";
+import { platformInfo, platformTag } from "../platform.ts";
+import { baseImageTag, ensureBaseImage, NATIVE_PLATFORM } from "./baseImage.ts";
+import { buildFromTar } from "./build.ts";
+import { buildContext } from "./context.ts";
 import { docker } from "./docker.ts";
+import { ensureEmulation } from "./emulation.ts";
 import { withLock } from "./lock.ts";
 import { repoRoot } from "../paths.ts";
 
@@ -29,8 +37,17 @@ export function imageTag(name: string): string {
   return `rtunnel/${name}:${tag}`;
 }
 
+export interface BuildOptions {
+  /** another platform than the bed's own: built under QEMU on the bed's base of that platform */
+  platform?: string;
+  log?: (line: string) => void;
+}
+
 /** Builds images/NAME (or lib/fixtures/images/NAME) and returns its tag. Docker's cache makes repeats cheap. */
-export function buildImage(name: ProjectImage | string): Promise<string> {
+export function buildImage(name: ProjectImage | string, o: BuildOptions = {}): Promise<string> {
+  const p = o.platform === undefined ? undefined : platformInfo(o.platform);
+  if (o.platform !== undefined && !p) throw new RangeError(`buildImage: no platform ${o.platform}`);
+  if (p && p.platform !== NATIVE_PLATFORM) return buildForeign(name, p.platform, o.log ?? (() => {}));
   let pending = built.get(name);
   if (!pending) {
     pending = withLock(`build-${name}`, async () => {
@@ -44,6 +61,27 @@ export function buildImage(name: ProjectImage | string): Promise<string> {
     });
     pending.catch(() => built.delete(name));
     built.set(name, pending);
+  }
+  return pending;
+}
+
+function buildForeign(name: string, platform: string, log: (line: string) => void): Promise<string> {
+  const key = `${name}@${platform}`;
+  let pending = built.get(key);
+  if (!pending) {
+    pending = withLock(`build-${name}-${platformInfo(platform)!.tag}`, async () => {
+      // C too: the emulated devices run sudo, a setuid program.
+      await ensureEmulation(platform, { credentials: true, log });
+      const base = baseImageTag(platform);
+      await ensureBaseImage({ platform, log });
+      const tag = platformTag(imageTag(name), platform);
+      const context = await buildContext(contextDir(name), base);
+      const r = await buildFromTar(context.tar, { tag, platform }, { timeoutMs: 60 * 60_000 });
+      if (r.code !== 0) throw new Error(`building ${tag} for ${platform} failed: ${r.stderr.trim().split("\n").slice(-5).join("\n")}`);
+      return tag;
+    });
+    pending.catch(() => built.delete(key));
+    built.set(key, pending);
   }
   return pending;
 }

@@ -19,7 +19,9 @@ import { InputError } from "../../lib/input.ts";
 import { fingerprintOf, parsePublicKey, type PublicKey } from "../../lib/keys.ts";
 import { Device } from "../device/device.ts";
 import { diagnoseAgent } from "../device/diagnosis.ts";
-import { DEFAULT_IMAGE, localImage, sendImage, type Sent } from "../device/image.ts";
+import { CONTEXT_LABEL } from "../../lib/docker/context.ts";
+import { platformInfo } from "../../lib/platform.ts";
+import { agentContext, buildLocal, crossBuildProblem, DEFAULT_IMAGE, defaultImage, inspectLocal, samePlatform, sendImage, type Sent } from "../device/image.ts";
 import { DockerRuntime, platformOfMachine, type AgentFile, type AgentRuntime } from "../device/runtime.ts";
 import { ExitError, EXIT } from "../errors.ts";
 import { applyLaptop, configPaths, controlPathFor, laptopModel, laptopPaths, planLaptopWrites, readLaptop, type LaptopPaths } from "../laptop/files.ts";
@@ -43,8 +45,14 @@ export interface EnrollOptions extends Omit<FleetOptions, "log"> {
   acceptNew?: boolean;
   /** SHA256:... or a public key line */
   deviceHostKey?: string;
-  /** the device agent image, used as it is (built from images/rtunnel only when missing); without it, DEFAULT_IMAGE built from images/rtunnel every time */
+  /** the device agent image, used as it is (built from images/rtunnel only when missing); without it, DEFAULT_IMAGE-PLATFORM built from images/rtunnel every time */
   image?: string;
+  /** the platform to build the agent image for, instead of the one the device's Docker says (linux/arm64, linux/arm/v7, linux/arm/v5, linux/amd64) */
+  platform?: string;
+  /** the agent image's base instead of its Dockerfile's `FROM debian:trixie-slim` (a registry mirror, a local base) */
+  baseImage?: string;
+  /** where the agent image is built: here (default; cross-built under emulation for another architecture) or on the device */
+  buildOn?: "laptop" | "device";
   installDocker?: boolean;
   /** this laptop's name on the relay (its `jump` key) */
   client?: string;
@@ -65,8 +73,11 @@ export interface EnrollResult {
   platform: string;
   sshCommand: string;
   changed: { device: string[]; relay: string[]; laptop: string[] };
-  /** the agent image: sent (bytes on the wire, before compression, and time) or already there */
-  image: { sent: false } | ({ sent: true } & Sent);
+  /**
+   * the agent image: sent (bytes on the wire, before compression, and time), or already there,
+   * or built on the device (`builtOn: "device"`, the context's bytes and the build's time)
+   */
+  image: { sent: false; builtOn?: "device"; contextBytes?: number; ms?: number } | ({ sent: true } & Sent);
   timingsMs: Record<string, number>;
 }
 
@@ -86,6 +97,12 @@ export interface EnrollPlan {
   platform: string;
   platformReason: string;
   image: string;
+  /** where the agent image is built, or "none" when --image names one that is here already */
+  build: "laptop" | "device" | "none";
+  /** the agent image's base, when --base-image replaced its Dockerfile's */
+  baseImage?: string;
+  /** sha256 of the agent's build context (its image's rtunnel.context label) */
+  context: string;
   changes: PlannedChange[];
   /** the laptop files it will write (rendered with the port the relay gives) */
   laptopFiles: string[];
@@ -106,7 +123,18 @@ function inputs(o: EnrollOptions) {
   const client = validateName(o.client ?? defaultClientName(), "--client");
   const pin = o.deviceHostKey ? parseHostKeyPin(o.deviceHostKey).fingerprint : undefined;
   const timeout = validatePort(o.timeout ?? 60, "--timeout");
-  return { name, host, port, user, client, pin, timeout };
+  let platform: string | undefined;
+  if (o.platform !== undefined) {
+    if (/^linux\/arm\/v6$/i.test(o.platform.trim())) throw new InputError(`--platform linux/arm/v6: Debian publishes no image for it; Debian's armel runs on ARMv6 (Pi Zero, Pi 1): use --platform linux/arm/v5`);
+    platform = platformInfo(o.platform)?.platform;
+    if (!platform) throw new InputError(`--platform must be linux/amd64, linux/arm64, linux/arm/v7 or linux/arm/v5 (got ${JSON.stringify(o.platform)})`);
+  }
+  const buildOn = o.buildOn ?? "laptop";
+  if (buildOn !== "laptop" && buildOn !== "device") throw new InputError(`--build-on must be laptop or device (got ${JSON.stringify(o.buildOn)})`);
+  if (buildOn === "device" && o.image !== undefined) throw new InputError("--image names an image to send, --build-on device builds one on the device: give one of them");
+  if (o.baseImage !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._/:@-]*$/.test(o.baseImage)) throw new InputError(`--base-image must be an image reference like mirror.example.com/library/debian:trixie-slim (got ${JSON.stringify(o.baseImage)})`);
+  if (o.baseImage !== undefined && o.image !== undefined) throw new InputError("--base-image is for the agent image enrollment builds; --image names one built already: give one of them");
+  return { name, host, port, user, client, pin, timeout, platform, buildOn };
 }
 
 /** The pieces a plan holds on to for its apply: open connections, texts read, decisions. */
@@ -122,7 +150,7 @@ interface Session {
   registry: { mine?: DeviceListing; clientEntry?: ClientListing };
   deviceKey?: PublicKey;
   installDocker: boolean;
-  buildAlways: boolean;
+  context: Buffer;
   timeout: number;
   /** this enrollment's change to a laptop model (applied to the files as they are when written) */
   laptopChange: (model: LaptopModel, port: number) => LaptopModel;
@@ -150,7 +178,7 @@ export async function planEnrollment(o: EnrollOptions): Promise<PlannedEnrollmen
   };
 
   // Inputs, all of them, before talking to anyone.
-  const { name, host, port, user, client: wanted, pin: pinArg, timeout } = inputs(o);
+  const { name, host, port, user, client: wanted, pin: pinArg, timeout, platform: platformArg, buildOn } = inputs(o);
   const paths = laptopPaths({ home: o.home, sshDir: o.sshDir });
   const identity = path.resolve(o.identity ?? path.join(paths.sshDir, "id_ed25519"));
   let operatorKey: PublicKey;
@@ -162,9 +190,7 @@ export async function planEnrollment(o: EnrollOptions): Promise<PlannedEnrollmen
     throw e;
   }
   const facts = o.relay ?? (await loadRelayFacts(o.relayFile, o.cwd));
-  // Without --image the agent is built from images/rtunnel every time (Docker's layer cache
-  // makes a rebuild cheap): whatever else carries the default tag here never reaches the device.
-  const image = o.image ?? DEFAULT_IMAGE;
+  const context = await agentContext(o.baseImage);
   const creds = { identityFile: identity, agent: o.agent ?? process.env.SSH_AUTH_SOCK };
   step("inputs checked");
 
@@ -222,10 +248,34 @@ export async function planEnrollment(o: EnrollOptions): Promise<PlannedEnrollmen
     if (facts0.installed && !facts0.running) {
       throw new ExitError(EXIT.device, `Docker's daemon does not answer on the device ${name}: start it (sudo systemctl enable --now docker) and re-run`);
     }
-    const platform = facts0.platform ?? platformOfMachine(account.machine);
-    const platformReason = facts0.platformReason ?? `uname -m says ${account.machine}`;
-    if (!platform) throw new ExitError(EXIT.device, `the device ${name} is a ${account.machine || "unknown"} machine (${platformReason}): rtunnel's image is built for amd64, arm64, armv7 and armv6`);
+    const detected = facts0.platform ?? platformOfMachine(account.machine);
+    const detectedReason = facts0.platformReason ?? `uname -m says ${account.machine}`;
+    const platform = platformArg ?? detected;
+    const platformReason = platformArg ? `--platform${detected && detected !== platformArg ? `, though ${detectedReason} (${detected})` : ""}` : detectedReason;
+    if (!platform) throw new ExitError(EXIT.device, `the device ${name} is a ${account.machine || "unknown"} machine (${platformReason}): rtunnel's image is built for amd64, arm64, armv7 and armv6 (as armv5), or pass --platform`);
+    log(`platform ${platform}: ${platformReason}`);
     const deviceKey = await device.deviceKey();
+
+    // The agent image. Without --image it is built from images/rtunnel every time (Docker's
+    // layer cache makes a rebuild cheap), so whatever else carries the default tag here never
+    // reaches the device; with --build-on device it is built there unless the device's image
+    // carries this context's label. Building here for another architecture needs this
+    // machine's Docker to run that architecture's programs: asked now, before any change.
+    const image = o.image ?? defaultImage(platform);
+    let build: EnrollPlan["build"] = buildOn;
+    let deviceImageCurrent = false;
+    if (buildOn === "device") {
+      deviceImageCurrent = (await runtime.imageLabel(image, CONTEXT_LABEL).catch(() => undefined)) === context.hash;
+    } else {
+      if (o.image !== undefined) {
+        const found = await inspectLocal(o.image);
+        if (found && samePlatform(found.platform, platform)) build = "none";
+      }
+      if (build === "laptop") {
+        const problem = await crossBuildProblem(platform);
+        if (problem) throw new ExitError(EXIT.usage, problem);
+      }
+    }
     step(`device connected, preflight passed (${platform}: ${platformReason})`);
 
     // Names: the device's must be free or already ours; the client's must be a client, and a
@@ -259,7 +309,9 @@ export async function planEnrollment(o: EnrollOptions): Promise<PlannedEnrollmen
     changes.push({ where: "relay", what: mine ? `keep device ${name} (port ${mine.kind === "device" ? mine.port : "?"})` : `add device ${name} (the relay gives it a port)` });
     const granted = clientEntry ? (clientEntry.all ? "all" : clientEntry.devices) : [];
     if (granted !== "all" && !granted.includes(name)) changes.push({ where: "relay", what: `${clientEntry ? "grant" : "add"} client ${client} → ${[...new Set([...granted, name])].sort().join(",")}` });
-    changes.push({ where: "device", what: `agent image ${image} for ${platform}: ${o.image === undefined ? "built from images/rtunnel, " : ""}sent unless the device has it` });
+    const from = `images/rtunnel${o.baseImage ? ` on ${o.baseImage}` : ""} (context ${context.hash.slice(0, 19)})`;
+    if (build === "device") changes.push({ where: "device", what: `agent image ${image} for ${platform}: ${deviceImageCurrent ? "kept (it carries this context's label)" : `built on the device from ${from}, the context sent over this connection`}` });
+    else changes.push({ where: "device", what: `agent image ${image} for ${platform}: ${build === "laptop" ? `built here from ${from}, ` : ""}sent unless the device has it` });
     changes.push({ where: "device", what: `agent files ${agentPath("env")}, ${agentPath("knownHosts")}: written where they differ` });
     changes.push({ where: "device", what: "agent container: (re)started when its image or files changed, or it is not running" });
     changes.push({ where: "device", what: `${account.user}'s authorized_keys: the operator's key ${operatorKey.fingerprint}, unless it is there` });
@@ -269,13 +321,14 @@ export async function planEnrollment(o: EnrollOptions): Promise<PlannedEnrollmen
     const plan: EnrollPlan = {
       name, client, relay: facts, device: { host, port, user, hostKey: conn.hostKey },
       ...(mine?.kind === "device" ? { port: mine.port } : {}),
-      platform, platformReason, image, changes, laptopFiles: laptopWrites.writes.map((w) => w.file),
+      platform, platformReason, image, build, ...(o.baseImage ? { baseImage: o.baseImage } : {}), context: context.hash,
+      changes, laptopFiles: laptopWrites.writes.map((w) => w.file),
     };
     const session: Session = {
       o, log, paths, identity, operatorKey, relay, device, runtime,
       registry: { ...(mine?.kind === "device" ? { mine } : {}), ...(clientEntry ? { clientEntry } : {}) },
       ...(deviceKey ? { deviceKey } : {}),
-      installDocker, buildAlways: o.image === undefined, timeout, laptopChange, timings, step,
+      installDocker, context: context.tar, timeout, laptopChange, timings, step,
     };
     const d = device;
     return { plan, session, dispose: () => { d.ssh.dispose(); relay.dispose(); } };
@@ -312,9 +365,16 @@ export async function applyEnrollment({ plan, session: s }: PlannedEnrollment): 
     step("Docker installed");
   }
 
-  // The local image, for the device's platform.
-  const local = await localImage(plan.image, plan.platform, log, s.buildAlways);
-  step(`local image ${plan.image} ${s.buildAlways ? "built" : "ready"} for ${plan.platform}`);
+  // The local image, for the device's platform (unless the device builds its own).
+  let local: { id: string; size: number } | undefined;
+  if (plan.build === "laptop") {
+    local = await buildLocal(plan.image, plan.platform, { tar: s.context, hash: plan.context }, log);
+    step(`local image ${plan.image} built for ${plan.platform}`);
+  } else if (plan.build === "none") {
+    local = await inspectLocal(plan.image);
+    if (!local) throw new ExitError(EXIT.usage, `the image ${plan.image} is gone from this machine since the plan: re-run enrollment`);
+    step(`local image ${plan.image} ready for ${plan.platform}`);
+  }
 
   // The device key, made on the device.
   const deviceKey = await device.ensureDeviceKey();
@@ -336,12 +396,26 @@ export async function applyEnrollment({ plan, session: s }: PlannedEnrollment): 
   // The agent: image, config, container.
   let restart = false;
   let image: EnrollResult["image"] = { sent: false };
-  if ((await runtime.imageId(plan.image)) !== local.id) {
+  if (local && (await runtime.imageId(plan.image)) !== local.id) {
     image = { sent: true, ...(await sendImage(runtime, plan.image, local.size, o.progress ?? false)) };
     log(`  image: ${(image.wireBytes / 1e6).toFixed(1)} MB sent (${(image.rawBytes / 1e6).toFixed(1)} MB before gzip) in ${(image.ms / 1000).toFixed(1)} s`);
     changed.device.push(`image ${plan.image}`);
     restart = true;
   }
+  if (!local) {
+    // Built where it runs, from the context sent over this connection; an image that carries
+    // this context's label is this build already (its id differs from any other build's).
+    if ((await runtime.imageLabel(plan.image, CONTEXT_LABEL)) !== plan.context) {
+      log(`building ${plan.image} for ${plan.platform} on the device (${(s.context.length / 1e3).toFixed(0)} kB of build context sent; the device pulls ${plan.baseImage ?? "debian:trixie-slim"} itself)`);
+      const started = Date.now();
+      await runtime.buildImage({ image: plan.image, platform: plan.platform, context: s.context, labels: { [CONTEXT_LABEL]: plan.context } });
+      image = { sent: false, builtOn: "device", contextBytes: s.context.length, ms: Date.now() - started };
+      changed.device.push(`image ${plan.image} (built on the device)`);
+      restart = true;
+    }
+  }
+  const imageId = local?.id ?? (await runtime.imageId(plan.image));
+  if (!imageId) throw new ExitError(EXIT.device, `the agent image ${plan.image} is not on the device ${plan.name} after it was ${local ? "sent" : "built"}: see \`sudo docker images\` there`);
   step("image on the device");
   // The device reaches the relay where devices do (the demo: by the relay's own address).
   const files: AgentFile[] = [
@@ -352,7 +426,7 @@ export async function applyEnrollment({ plan, session: s }: PlannedEnrollment): 
   changed.device.push(...written);
   if (written.length) restart = true;
   const state = await runtime.state();
-  if (restart || !state || !state.running || state.image !== local.id) {
+  if (restart || !state || !state.running || state.image !== imageId) {
     await runtime.start(plan.image);
     changed.device.push("container rtunnel");
   }

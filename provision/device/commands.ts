@@ -54,6 +54,19 @@ export const imageId = (image: string): Script => sh`docker image inspect --form
 /** `docker load` of the stream on stdin: a `docker save` tarball, plain or gzip. */
 export const loadImage = (): Script => sh`docker load`;
 
+/** A label of a local image (empty when it has none), or a non-zero exit when there is no such image. */
+export const imageLabel = (image: string, label: string): Script => sh`docker image inspect --format ${`{{index .Config.Labels ${JSON.stringify(label)}}}`} ${image}`;
+
+/**
+ * `docker build` of the context tar on stdin, for `platform`, tagged `image`, with `labels`.
+ * `--network host`: the build's RUN steps need the network, and a Docker without a bridge
+ * network (`"bridge": "none"`, as the test bed's emulated device has) has no other.
+ */
+export function buildImageFromStdin(o: { image: string; platform: string; labels: Record<string, string> }): Script {
+  const labels = Object.entries(o.labels).flatMap(([k, v]) => ["--label", `${k}=${v}`]);
+  return sh`docker build --quiet --network host --platform ${o.platform} ${labels} --tag ${o.image} -`;
+}
+
 /** The agent container's image id and whether it runs. */
 export const agentContainer = (): Script => sh`docker inspect --format ${"{{.Image}} {{.State.Running}}"} ${AGENT_CONTAINER}`;
 

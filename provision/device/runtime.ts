@@ -2,18 +2,21 @@
 // whatever starts containers there. Docker is the first runtime; a device without Docker
 // (a systemd unit running the agent script, say) would be a second class with the same
 // methods, and enrollment would not change.
-import { PassThrough, Transform } from "node:stream";
+import { PassThrough, Readable, Transform } from "node:stream";
 import { AGENT_CONF_DIR } from "../../lib/contract/agent.ts";
+import { platformOfMachine } from "../../lib/platform.ts";
 import type { AgentFacts } from "./diagnosis.ts";
 import type { Device } from "./device.ts";
 import {
   agentContainer,
   agentLogs,
   agentStatus,
+  buildImageFromStdin,
   distroIds,
   dockerServer,
   hasCommand,
   imageId,
+  imageLabel,
   installDocker,
   loadImage,
   osRelease,
@@ -55,6 +58,10 @@ export interface AgentRuntime {
   imageId(image: string): Promise<string | undefined>;
   /** Puts the agent image on the device from a `docker save` stream (plain or gzip). */
   installImage(tar: NodeJS.ReadableStream, onBytes: (n: number) => void): Promise<void>;
+  /** A label of the agent image on the device ("" when it has none), when the image is there. */
+  imageLabel(image: string, label: string): Promise<string | undefined>;
+  /** Builds the agent image on the device from a build context tar (sent over the same connection). */
+  buildImage(o: { image: string; platform: string; context: Buffer; labels: Record<string, string> }): Promise<void>;
   /** Writes the agent's files (under /etc/rtunnel); returns the paths that changed. */
   configure(files: readonly AgentFile[]): Promise<string[]>;
   start(image: string): Promise<void>;
@@ -64,32 +71,28 @@ export interface AgentRuntime {
   facts(): Promise<Omit<AgentFacts, "relay">>;
 }
 
-/** `uname -m` → Docker platform. */
-export function platformOfMachine(machine: string): string | undefined {
-  const m: Record<string, string> = {
-    x86_64: "linux/amd64",
-    amd64: "linux/amd64",
-    aarch64: "linux/arm64",
-    arm64: "linux/arm64",
-    armv7l: "linux/arm/v7",
-    armv6l: "linux/arm/v6",
-  };
-  return m[machine.trim()];
-}
+export { platformOfMachine };
 
 /**
- * The platform the agent's image must be built for: what the device's Docker runs
- * (`Server.Arch`), not the kernel (a Raspberry Pi OS 32-bit userland on a 64-bit kernel says
- * aarch64 in `uname -m` but runs arm containers); `uname -m` gives the ARM variant.
+ * The platform the agent's image must be built for: what the device's Docker is built for
+ * (`docker version`'s Server.Arch), not the kernel (Raspberry Pi OS 32-bit on a Pi 4 or 5
+ * boots a 64-bit kernel: `uname -m` says aarch64, its Docker runs arm containers); `uname -m`
+ * gives the ARM variant. ARMv6 (Pi Zero, Pi 1) gets linux/arm/v5, Debian's armel, which runs
+ * there: Debian publishes nothing for linux/arm/v6, and its armhf needs ARMv7.
  */
 export function agentPlatform(serverArch: string | undefined, machine: string): { platform?: string; reason: string } {
   const fromUname = platformOfMachine(machine);
   const arch = serverArch?.trim();
-  if (!arch) return { platform: fromUname, reason: `uname -m says ${machine || "nothing"}` };
-  if (arch === "amd64" || arch === "arm64") return { platform: `linux/${arch}`, reason: `the device's Docker runs ${arch}` };
+  const armel = (why: string) => ({ platform: "linux/arm/v5", reason: `${why}: Debian's armel (linux/arm/v5) runs on ARMv6, and Debian publishes no linux/arm/v6 image` });
+  if (!arch) {
+    if (machine.trim() === "armv6l") return armel(`uname -m says armv6l`);
+    return { platform: fromUname, reason: `uname -m says ${machine || "nothing"}` };
+  }
+  if (arch === "amd64" || arch === "arm64") return { platform: `linux/${arch}`, reason: `the device's Docker runs ${arch}${fromUname && fromUname !== `linux/${arch}` ? ` (uname -m says ${machine})` : ""}` };
   if (arch === "arm") {
-    const variant = fromUname?.startsWith("linux/arm/") ? fromUname : "linux/arm/v7";
-    return { platform: variant, reason: `the device's Docker runs arm${fromUname?.startsWith("linux/arm/") ? `, uname -m says ${machine}` : ` (uname -m says ${machine}: 32-bit userland on a 64-bit kernel, so v7)`}` };
+    if (machine.trim() === "armv6l") return armel("the device's Docker runs arm, uname -m says armv6l");
+    if (fromUname?.startsWith("linux/arm/")) return { platform: fromUname, reason: `the device's Docker runs arm, uname -m says ${machine}` };
+    return { platform: "linux/arm/v7", reason: `the device's Docker runs arm, uname -m says ${machine || "nothing"}: a 32-bit userland on a 64-bit kernel, so linux/arm/v7` };
   }
   return { platform: undefined, reason: `the device's Docker runs ${arch}` };
 }
@@ -143,6 +146,15 @@ export class DockerRuntime implements AgentRuntime {
     const stdin = new PassThrough();
     tar.pipe(counting(onBytes)).pipe(stdin);
     await this.device.run(loadImage(), { root: true, stdin });
+  }
+
+  async imageLabel(image: string, label: string): Promise<string | undefined> {
+    const r = await this.device.run(imageLabel(image, label), { root: true, check: false });
+    return r.code === 0 ? r.stdout.trim().replace(/^<no value>$/, "") : undefined;
+  }
+
+  async buildImage(o: { image: string; platform: string; context: Buffer; labels: Record<string, string> }): Promise<void> {
+    await this.device.run(buildImageFromStdin(o), { root: true, stdin: Readable.from([o.context]) });
   }
 
   async configure(files: readonly AgentFile[]): Promise<string[]> {

@@ -1,13 +1,19 @@
-// `npm run testbed -- prepare|fresh-base|sweep|check`: the test bed's steps by hand (CI
-// prepares once up front so the first test's timeout doesn't include a debootstrap, builds
-// a base from nothing once per run, and sweeps at the end).
+// `npm run testbed -- prepare|prepare-emulated|fresh-base|sweep|check`: the test bed's steps
+// by hand (CI prepares once up front so the first test's timeout doesn't include a
+// debootstrap, builds a base from nothing once per run, and sweeps at the end).
+// prepare-emulated is the emulated tests' part: QEMU's binfmt entries (a change to the whole
+// machine, said when made), the ARM bases (debootstrap under QEMU on a new machine, then
+// cached) and the ARM device images, both platforms at once.
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { buildImage, docker, ensureBaseImage, ensureEngine, leftovers, sweepAll, waitFor } from "./index.ts";
-import { imageProblem } from "../../lib/docker/baseImage.ts";
+import { baseImageTag, imageProblem } from "../../lib/docker/baseImage.ts";
+import { ensureEmulation } from "../../lib/docker/emulation.ts";
 
-const usage = "usage: npm run testbed -- prepare | fresh-base | sweep | check";
+const usage = "usage: npm run testbed -- prepare | prepare-emulated | fresh-base | sweep | check";
+/** The platforms the emulated tests run (test/pi-*.emulated.docker.test.ts). */
+const EMULATED = ["linux/arm64", "linux/arm/v7"];
 const say = (line: string) => console.error(`testbed: ${line}`);
 
 async function main(command: string | undefined): Promise<void> {
@@ -19,6 +25,18 @@ async function main(command: string | undefined): Promise<void> {
         const started = Date.now();
         say(`built ${await buildImage(name)} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
       }
+      return;
+    }
+    case "prepare-emulated": {
+      await ensureEngine();
+      await Promise.all(EMULATED.map(async (platform) => {
+        const started = Date.now();
+        const log = (l: string) => say(`${platform}: ${l}`);
+        await ensureEmulation(platform, { credentials: true, log }); // sudo on the devices needs C
+        log(`base image ${baseImageTag(platform)}: ${await ensureBaseImage({ platform, log })} (${((Date.now() - started) / 1000).toFixed(0)} s)`);
+        const built = Date.now();
+        log(`built ${await buildImage("device-arm", { platform, log })} in ${((Date.now() - built) / 1000).toFixed(0)} s`);
+      }));
       return;
     }
     case "fresh-base": {
