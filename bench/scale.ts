@@ -6,7 +6,7 @@
 import { readFile } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { renderAgentEnv, renderAgentKnownHosts } from "../lib/contract/agent.ts";
-import { RELAY_CONTAINER_PORT } from "../lib/contract/relay.ts";
+import { RELAY_CONNECTION_LIMITS, RELAY_CONTAINER_PORT } from "../lib/contract/relay.ts";
 import { parsePublicKey } from "../lib/keys.ts";
 import { docker, exec, inspect } from "../lib/fixtures/index.ts";
 import { connectCommands, parseTimings, timingScript } from "./connect.ts";
@@ -56,7 +56,8 @@ export async function benchScale(w: World, o: { tunnels: number; connectRounds: 
   const keygenS = (Date.now() - t) / 1000;
   if (pubs.length !== n) throw new Error(`made ${pubs.length} of ${n} device keys`);
   t = Date.now();
-  const lanes = 4;
+  // As many multiplexed admin connections as the admin key may hold, less lane 0 (the world's own).
+  const lanes = RELAY_CONNECTION_LIMITS.admin.max - 1;
   const ports = new Map<number, number>();
   await Promise.all(Array.from({ length: lanes }, async (_, lane) => {
     for (let k = lane; k < n; k += lanes) {

@@ -363,7 +363,7 @@ export async function applyEnrollment({ plan, session: s }: PlannedEnrollment): 
   step("operator key authorized on the device");
 
   // Wait for the tunnel, then (only then) the laptop side, from the files as they are now.
-  await waitOnline(relay, plan.name, s.timeout, () => explainAgent(runtime, plan.name, plan.relay.deviceSide, log));
+  await waitOnline(relay, plan.name, s.timeout, (last) => explainAgent(runtime, plan.name, plan.relay.deviceSide, last, log));
   step("tunnel online");
   // The files as they are now (an edit made while we waited is kept), with our change on top.
   const now = await readLaptop(s.paths);
@@ -403,23 +403,24 @@ export async function enrollDevice(o: EnrollOptions & { dryRun?: boolean }): Pro
   }
 }
 
-async function waitOnline(relay: RelayAdmin, name: string, timeoutSec: number, explain: () => Promise<string>): Promise<void> {
+/** Until the relay says the device is online: its tunnel listens AND the device's sshd answers through it. */
+async function waitOnline(relay: RelayAdmin, name: string, timeoutSec: number, explain: (last?: DeviceListing) => Promise<string>): Promise<void> {
   const deadline = Date.now() + timeoutSec * 1000;
   for (;;) {
-    const e = (await relay.list()).find((x) => x.name === name);
+    const e = (await relay.list()).find((x): x is DeviceListing => x.name === name && x.kind === "device");
     if (e?.online) return;
     if (Date.now() > deadline) {
-      throw new ExitError(EXIT.timeout, `the tunnel of ${name} did not come up within ${timeoutSec} s: ${await explain()}; re-running enrollment is safe`);
+      throw new ExitError(EXIT.timeout, `the tunnel of ${name} did not come up within ${timeoutSec} s: ${await explain(e)}; re-running enrollment is safe`);
     }
     await new Promise((r) => setTimeout(r, 500));
   }
 }
 
 /** The agent's state and last lines, printed, and the likely fix as one line (for waitOnline). */
-async function explainAgent(runtime: AgentRuntime, name: string, relay: RelayFacts["deviceSide"], log: (line: string) => void): Promise<string> {
+async function explainAgent(runtime: AgentRuntime, name: string, relay: RelayFacts["deviceSide"], last: DeviceListing | undefined, log: (line: string) => void): Promise<string> {
   try {
     const facts = await runtime.facts();
-    const d = diagnoseAgent({ ...facts, relay });
+    const d = diagnoseAgent({ ...facts, relay, ...(last ? { tunnel: { listening: last.listening, banner: last.banner } } : {}) });
     log(`  the agent on ${name}: ${d.state}; its last lines:`);
     for (const line of facts.log) log(`    ${line}`);
     return `${d.state}; ${d.fix}`;
