@@ -12,7 +12,7 @@
 import test from "ava";
 import { RELAY_CONNECTION_LIMITS, RELAY_CONTAINER_PORT } from "../lib/contract/relay.ts";
 import { sh } from "../lib/shell.ts";
-import { buildImage, docker, ensureDocker, exec, useScope, waitFor } from "./bed/index.ts";
+import { buildImage, docker, ensureDocker, exec, openFrom, startFlood, useScope, waitFor } from "./bed/index.ts";
 import type { AuditEvent, Listing } from "../provision/relay/protocol.ts";
 import { type Relay, sshArgv, startRelay } from "./relay/fixture.ts";
 
@@ -239,18 +239,14 @@ test("[docker] a flood of connections that never authenticate, from one address,
 
   // The attacker: its own container (its own address), opening connections as fast as it can,
   // each sending nothing and held until the relay closes it; bounded in count and by a stop file.
-  const attacker = await scope.run(["--name", scope.name("attacker"), "--network", r.network, await buildImage("relay-client")]);
+  const attacker = await scope.run(["--name", scope.name("attacker"), "--network", r.network, "--entrypoint", "sleep", await buildImage("host"), "infinity"]);
   const attackerIp = (await exec(attacker, ["sh", "-c", "hostname -i | cut -d' ' -f1"])).stdout.trim();
   const bound = 3000;
-  const flood = exec(attacker, ["sh", "-c", sh`n=0; while [ ! -f /tmp/stop ] && [ $n -lt ${bound} ]; do (sleep 60 | nc ${r.container} ${RELAY_CONTAINER_PORT} >/dev/null 2>&1 &); n=$((n+1)); echo $n > /tmp/count; done; echo $n`.text], { timeoutMs: 900_000 });
-  const held = async () => {
-    const tcp = (await exec(r.container, ["cat", "/proc/net/tcp"])).stdout;
-    const hex = attackerIp.split(".").reverse().map((o) => Number(o).toString(16).toUpperCase().padStart(2, "0")).join("");
-    const port = RELAY_CONTAINER_PORT.toString(16).toUpperCase().padStart(4, "0");
-    return tcp.split("\n").filter((l) => { const c = l.trim().split(/\s+/); return c[1]?.endsWith(`:${port}`) && c[2]?.startsWith(`${hex}:`) && c[3] === "01"; }).length;
-  };
+  const flood = startFlood(attacker, attackerIp, { host: r.container }, bound);
+  const held = () => openFrom(r.container, attackerIp);
   await waitFor("the flood to be refused by the relay", async () => /drop connection #\d+ from \[[0-9.]+\]:\d+ on \[[0-9.]+\]:2222 Maxstartups/.test((await docker(["logs", r.container])).stderr), { tries: 480, intervalMs: 250 });
   let most = 0;
+  let sent = 0;
   try {
     // While it floods: a device connects, a laptop reaches a device, the operator lists.
     await r.tunnel("late", late.port);
@@ -259,9 +255,8 @@ test("[docker] a flood of connections that never authenticate, from one address,
     t.is((await r.admin(["list"])).code, 0);
     for (let i = 0; i < 10; i++) most = Math.max(most, await held());
   } finally {
-    await exec(attacker, ["touch", "/tmp/stop"]);
+    sent = await flood.stop();
   }
-  const sent = Number((await flood).stdout.trim());
   t.log(`the attacker opened ${sent} connections; at most ${most} of them were open on the relay at a sample (PerSourceMaxStartups ${perSource})`);
   t.true(sent < bound, "the flood ran out before the others connected: nothing was proven");
   // A dropped connection is closed at once; one just accepted may not be yet: slack of 2.
