@@ -8,6 +8,7 @@ import test from "ava";
 import fc from "fast-check";
 import { execFile } from "node:child_process";
 import { changeSshdConfig } from "../provision/device/commands.ts";
+import { sshdComplaint } from "../provision/device/device.ts";
 import {
   effectChecks,
   globRegExp,
@@ -259,4 +260,11 @@ test("the change script carries any file content as one quoted word: it parses, 
   );
   const script = changeSshdConfig([{ path: SSHD_DROP_IN, text: "$(touch /tmp/pwned) `id` 'q'\n", mode: "644", dirMode: "755" }], []).text;
   t.true(script.includes(`put 0 ${SSHD_DROP_IN} 644 755 '$(touch /tmp/pwned) \`id\` '\\''q'\\''\n'`));
+});
+
+test("sshd -t's complaint is its last line but the summary, without the \\r of sshd's stderr", (t) => {
+  const out = "/etc/ssh/sshd_config.d/rtunnel.conf: line 1: Bad configuration option: NoSuchOption\r\n/etc/ssh/sshd_config.d/rtunnel.conf: terminating, 1 bad configuration options\r\n";
+  t.is(sshdComplaint(out), "/etc/ssh/sshd_config.d/rtunnel.conf: line 1: Bad configuration option: NoSuchOption");
+  t.is(sshdComplaint("/etc/ssh/sshd_config line 3: Directive 'X' is not allowed within a Match block\r\n"), "/etc/ssh/sshd_config line 3: Directive 'X' is not allowed within a Match block");
+  t.is(sshdComplaint(""), undefined);
 });

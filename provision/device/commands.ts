@@ -241,11 +241,11 @@ export function changeSshdConfig(writes: readonly ConfigWrite[], checks: readonl
         : sh`put ${i} ${w.path} ${w.mode} ${w.dirMode} ${w.text} || { restore; fail ${`could not write ${w.path}; ${AS_WAS}`}; }`,
     );
   });
-  lines.push(sh`if ! out=$("$sshd" -t 2>&1); then restore; fail "sshd -t refused the new configuration: $(printf '%s\\n' "$out" | grep -v '^$' | tail -n 1);" ${AS_WAS}; fi`);
+  lines.push(sh`if ! out=$("$sshd" -t 2>&1); then restore; fail "sshd -t refused the new configuration: $(printf '%s\\n' "$out" | tr -d '\\r' | grep -v -e '^$' -e 'terminating, [0-9]* bad configuration option' | tail -n 1);" ${AS_WAS}; fi`);
   for (const spec of [...new Set(checks.map((c) => c.spec))]) {
     const who = spec === undefined ? "every connection" : `a connection with ${spec}`;
     lines.push(spec === undefined ? sh`eff=$("$sshd" -T 2>&1)` : sh`eff=$("$sshd" -T -C ${spec} 2>&1)`);
-    lines.push(sh`[ $? -eq 0 ] || { restore; fail "sshd -T failed: $(printf '%s\\n' "$eff" | tail -n 1);" ${AS_WAS}; }`);
+    lines.push(sh`[ $? -eq 0 ] || { restore; fail "sshd -T failed: $(printf '%s\\n' "$eff" | tr -d '\\r' | tail -n 1);" ${AS_WAS}; }`);
     for (const c of checks.filter((x) => x.spec === spec)) {
       const keyword = c.line.split(" ")[0]!;
       lines.push(

@@ -27,6 +27,11 @@ import {
 } from "./commands.ts";
 import { parseSshdT, planDropInRemoval, SSHD_CONFIG, SSHD_DROP_IN, SSHD_INCLUDE_MARKER, TUNNEL_SOURCES, tunnelConnectionSpec, type FileState, type SshdChange, type SshdState } from "./sshd.ts";
 
+/** sshd -t's complaint: its last line but the "terminating, N bad configuration options" summary (stderr lines end in \r\n). */
+export function sshdComplaint(output: string): string | undefined {
+  return output.replace(/\r/g, "").split("\n").filter((l) => l && !/terminating, \d+ bad configuration option/.test(l)).pop();
+}
+
 /** What enrollment finds of the device's sshd (read as root). */
 export type SshdFinding =
   | { kind: "absent" }
@@ -141,7 +146,7 @@ export class Device {
   async sshd(user: string): Promise<SshdFinding> {
     if ((await this.run(hasSshd(), { root: true, check: false })).code !== 0) return { kind: "absent" };
     const test = await this.run(sshdTest(), { root: true, check: false });
-    if (test.code !== 0) return { kind: "broken", error: (test.stderr || test.stdout).split("\n").filter(Boolean).pop() ?? `exit ${test.code}` };
+    if (test.code !== 0) return { kind: "broken", error: sshdComplaint(test.stderr || test.stdout) ?? `exit ${test.code}` };
     const [version, global, tunnel, mainConfig, dropIn, marker] = [
       (await this.run(sshdVersion(), { root: true })).stdout.trim().split(",")[0]!,
       parseSshdT((await this.run(sshdEffective(), { root: true })).stdout),
