@@ -3,7 +3,7 @@
 // taken out again; the plans of enrollment and revoke-device; and the transaction script
 // that applies them (provision/device/commands.ts), as text: quoting, and the order of its
 // guards, `sshd -t`, checks, backups and reload. The Docker suite runs all of it against real
-// OpenSSH (test/device-sshd.docker.test.ts).
+// OpenSSH (test/device-sshd-trixie.docker.test.ts, test/device-sshd-bookworm.docker.test.ts).
 import test from "ava";
 import fc from "fast-check";
 import { execFile } from "node:child_process";
