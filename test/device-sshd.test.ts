@@ -28,6 +28,8 @@ import {
   tunnelDirectives,
   withIncludeLine,
   withoutIncludeLine,
+  DROP_IN_SECTIONS,
+  type DropInSection,
   type SshdFacts,
   type SshdState,
 } from "../provision/device/sshd.ts";
@@ -267,4 +269,31 @@ test("sshd -t's complaint is its last line but the summary, without the \\r of s
   t.is(sshdComplaint(out), "/etc/ssh/sshd_config.d/rtunnel.conf: line 1: Bad configuration option: NoSuchOption");
   t.is(sshdComplaint("/etc/ssh/sshd_config line 3: Directive 'X' is not allowed within a Match block\r\n"), "/etc/ssh/sshd_config line 3: Directive 'X' is not allowed within a Match block");
   t.is(sshdComplaint(""), undefined);
+});
+
+test("a later device-side setting is one more section: a user-CA section renders inside the Match block (or globally), gets its sshd -T checks and its place in the plan; two sections on one keyword are refused", (t) => {
+  // What the certificate work would add (not a section of the kit yet): sshd -T knows trustedusercakeys on 9.2 and 10.
+  const sshdT = `${OPENSSH_10}trustedusercakeys none\n`;
+  const userCa = (scope: "global" | "tunnel"): DropInSection => ({
+    id: "user-ca",
+    directives: () => [{ keyword: "TrustedUserCAKeys", value: "/etc/ssh/rtunnel-user-ca.pub", scope, why: "Laptops may log in with a certificate of the kit's user CA." }],
+  });
+  const sections = [...DROP_IN_SECTIONS, userCa("tunnel")];
+  const ds = tunnelDirectives(facts(sshdT), sections);
+  const text = renderDropIn(ds);
+  t.regex(text, /^Match Address 127\.0\.0\.1,::1\n(\t.*\n)*\tTrustedUserCAKeys \/etc\/ssh\/rtunnel-user-ca\.pub\n$/m);
+  t.deepEqual(effectChecks(ds, "pi").filter((c) => c.line.startsWith("trustedusercakeys")).map((c) => c.spec), TUNNEL_SOURCES.map((a) => tunnelConnectionSpec("pi", a)));
+  const global = renderDropIn(tunnelDirectives(facts(sshdT), [...DROP_IN_SECTIONS, userCa("global")]));
+  t.true(global.indexOf("\nTrustedUserCAKeys ") < global.indexOf("\nMatch "), "a global line goes before the Match block");
+  // The plan rewrites a drop-in of the old sections, and a re-run with the new ones changes nothing.
+  const old = renderDropIn(tunnelDirectives(facts(sshdT)));
+  const plan = planDropIn(state(facts(sshdT), { dropIn: { text: old } }), "pi", sections);
+  t.deepEqual(plan.writes.map((w) => [w.path, w.text]), [[SSHD_DROP_IN, text]]);
+  t.regex(plan.summary[0] ?? "", /^rewrite .*TrustedUserCAKeys \/etc\/ssh\/rtunnel-user-ca\.pub/);
+  t.deepEqual(planDropIn(state(facts(sshdT), { dropIn: { text } }), "pi", sections).writes, []);
+  // An sshd that does not know the keyword gets none of it, as with the penalty exemption on 9.2.
+  t.false(tunnelDirectives(facts(OPENSSH_10), sections).some((d) => d.keyword === "TrustedUserCAKeys"));
+  t.deepEqual(DROP_IN_SECTIONS.map((s) => s.id), ["penalty-exemption", "loopback-keys-only"]);
+  const clash: DropInSection = { id: "clash", directives: () => [{ keyword: "passwordauthentication", value: "yes", scope: "tunnel", why: "" }] };
+  t.throws(() => tunnelDirectives(facts(sshdT), [...DROP_IN_SECTIONS, clash]), { message: /loopback-keys-only and clash both set passwordauthentication \(tunnel\)/ });
 });

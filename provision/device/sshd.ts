@@ -5,7 +5,8 @@
 // laptop's failed logins lock every laptop out, and a password is guessable by anyone whom
 // the relay lets reach the port. Enrollment therefore writes one drop-in,
 // /etc/ssh/sshd_config.d/rtunnel.conf, the one place where the kit's device-side sshd settings
-// live: loopback exempt from penalties, and from loopback public keys only. Nothing changes
+// live: loopback exempt from penalties, and from loopback public keys only (each a
+// DropInSection; later settings, such as certificates, are more sections). Nothing changes
 // for connections to the device's other addresses (its LAN address).
 //
 // Pure: the facts come from the device (`sshd -T` as root, read by provision/device/device.ts),
@@ -99,34 +100,75 @@ function demandsKeyAndMore(methods: string | undefined): boolean {
 }
 
 /**
- * The drop-in's directives for this sshd, in order. A directive whose keyword this sshd does
- * not know (absent from `sshd -T`) is left out: that is how 9.2 gets no penalty exemption.
- * Stable: rendered again from the facts of a device that has the drop-in, it is the same.
+ * One concern of the drop-in: its directives, decided from what the device's sshd says of
+ * itself. The drop-in is the one place for the kit's device-side sshd settings, so a later one
+ * (user certificates: `TrustedUserCAKeys`, for every connection or for tunnel connections
+ * only) is one more section in DROP_IN_SECTIONS; rendering (global lines first, then one Match
+ * block), the `sshd -T` checks of the change script, the plan and `--dry-run`, idempotence
+ * and revoke-device's removal all follow from the directives with no other change. A section
+ * whose directives name a file of its own (a CA key) adds that file to planDropIn's writes
+ * and planDropInRemoval's, under the same sha256 guards.
  */
-export function tunnelDirectives(facts: SshdFacts): SshdDirective[] {
-  const sources = TUNNEL_SOURCES.join(",");
-  const all: SshdDirective[] = [
+export interface DropInSection {
+  /** names the concern (for tests and messages) */
+  id: string;
+  /**
+   * Its directives for this sshd. Must be stable: rendered again from the facts of a device
+   * that has the drop-in, they are the same (that is what makes a re-run change nothing).
+   */
+  directives(facts: SshdFacts): SshdDirective[];
+}
+
+/** Loopback exempt from PerSourcePenalties (OpenSSH 10: on by default). */
+export const PENALTY_EXEMPTION: DropInSection = {
+  id: "penalty-exemption",
+  directives: (facts) => [
     {
       keyword: "PerSourcePenaltyExemptList",
       // The device's own exemptions are kept: the first value sshd reads is the one it uses.
       value: withAddresses(facts.global.get("persourcepenaltyexemptlist"), TUNNEL_SOURCES),
       scope: "global",
-      why: `Every laptop's connection through the tunnel comes from ${sources}: a penalty for one laptop's failed logins would lock every laptop out.`,
+      why: `Every laptop's connection through the tunnel comes from ${TUNNEL_SOURCES.join(",")}: a penalty for one laptop's failed logins would lock every laptop out.`,
     },
-    {
-      keyword: "PubkeyAuthentication",
-      value: "yes",
-      scope: "tunnel",
-      why: "Laptops log in through the tunnel with their keys.",
-    },
-  ];
-  if (!demandsKeyAndMore(facts.tunnel.get("authenticationmethods"))) {
-    const why = "Exempt from penalties, loopback takes nothing that can be guessed: public keys only.";
-    all.push(
-      { keyword: "AuthenticationMethods", value: "publickey", scope: "tunnel", why },
-      { keyword: "PasswordAuthentication", value: "no", scope: "tunnel", why },
-      { keyword: "KbdInteractiveAuthentication", value: "no", scope: "tunnel", why },
-    );
+  ],
+};
+
+/** From loopback, public keys only: exempt from penalties, it must offer nothing that can be guessed. */
+export const LOOPBACK_KEYS_ONLY: DropInSection = {
+  id: "loopback-keys-only",
+  directives: (facts) => {
+    const all: SshdDirective[] = [{ keyword: "PubkeyAuthentication", value: "yes", scope: "tunnel", why: "Laptops log in through the tunnel with their keys." }];
+    if (!demandsKeyAndMore(facts.tunnel.get("authenticationmethods"))) {
+      const why = "Exempt from penalties, loopback takes nothing that can be guessed: public keys only.";
+      all.push(
+        { keyword: "AuthenticationMethods", value: "publickey", scope: "tunnel", why },
+        { keyword: "PasswordAuthentication", value: "no", scope: "tunnel", why },
+        { keyword: "KbdInteractiveAuthentication", value: "no", scope: "tunnel", why },
+      );
+    }
+    return all;
+  },
+};
+
+/** The drop-in's sections, in order: every device-side sshd setting of the kit. */
+export const DROP_IN_SECTIONS: readonly DropInSection[] = [PENALTY_EXEMPTION, LOOPBACK_KEYS_ONLY];
+
+/**
+ * The drop-in's directives for this sshd, in order. A directive whose keyword this sshd does
+ * not know (absent from `sshd -T`) is left out: that is how 9.2 gets no penalty exemption.
+ * Two sections may not set one keyword in one scope: sshd would silently use the first.
+ */
+export function tunnelDirectives(facts: SshdFacts, sections: readonly DropInSection[] = DROP_IN_SECTIONS): SshdDirective[] {
+  const seen = new Map<string, string>();
+  const all: SshdDirective[] = [];
+  for (const section of sections) {
+    for (const d of section.directives(facts)) {
+      const key = `${d.scope} ${d.keyword.toLowerCase()}`;
+      const other = seen.get(key);
+      if (other !== undefined) throw new Error(`the sshd drop-in sections ${other} and ${section.id} both set ${d.keyword} (${d.scope}): sshd would use the first only`);
+      seen.set(key, section.id);
+      all.push(d);
+    }
   }
   return all.filter((d) => facts.global.has(d.keyword.toLowerCase()));
 }
@@ -329,8 +371,8 @@ const write = (path: string, now: FileState, text: string | undefined, mode: str
 });
 
 /** Enrollment's change to the device's sshd; no writes when it is in place already. */
-export function planDropIn(state: SshdState, user: string): SshdChange & { directives: SshdDirective[] } {
-  const directives = tunnelDirectives(state);
+export function planDropIn(state: SshdState, user: string, sections: readonly DropInSection[] = DROP_IN_SECTIONS): SshdChange & { directives: SshdDirective[] } {
+  const directives = tunnelDirectives(state, sections);
   const text = renderDropIn(directives);
   const writes: ConfigWrite[] = [];
   const summary: string[] = [];
