@@ -1,6 +1,7 @@
-// The Dockerfiles say `FROM debian:trixie-slim`, exactly what a user builds with Docker Hub.
-// Where no registry answers (these CI machines), the same tag is built locally from Debian's
-// own packages with debootstrap, and the tarball is cached so later runs take seconds.
+// The Dockerfiles say `FROM debian:trixie-slim` (a device fixture also `FROM
+// debian:bookworm-slim`, for OpenSSH 9.2), exactly what a user builds with Docker Hub. Where no
+// registry answers (these CI machines), the same tag is built locally from Debian's own
+// packages with debootstrap, one tarball per suite, cached so later runs take seconds.
 //
 // Nothing already on the machine counts as good until it is checked: an image or cached
 // tarball whose root directory is not 0755 (what an older version of this file made) is
@@ -16,7 +17,20 @@ import { withLock } from "./lock.ts";
 import { cacheDir } from "../paths.ts";
 import { firstTarEntry, packRootfs, rootEntryProblem } from "./rootfs.ts";
 
-export const BASE_IMAGE = "debian:trixie-slim";
+/** The Debian suite every image is built on. */
+export const BASE_SUITE = "trixie";
+export const BASE_IMAGE = baseImageTag(BASE_SUITE);
+
+/** A Debian suite name (trixie, bookworm): it becomes part of a tag and a file name. */
+function checkedSuite(suite: string): string {
+  if (!/^[a-z][a-z0-9-]{1,30}$/.test(suite)) throw new RangeError(`a Debian suite is a lowercase name like trixie or bookworm (got ${JSON.stringify(suite)})`);
+  return suite;
+}
+
+/** The slim image tag of a Debian suite, as Docker Hub names it. */
+export function baseImageTag(suite: string = BASE_SUITE): string {
+  return `debian:${checkedSuite(suite)}-slim`;
+}
 
 export type BaseImageOutcome = "present" | "pulled" | "imported-from-cache" | "built";
 
@@ -25,16 +39,16 @@ const imageId = async (tag: string) => {
   return r.code === 0 ? r.stdout.trim() : undefined;
 };
 
-export function baseTarball(dir = cacheDir()): string {
-  return path.join(dir, "debian-trixie-minbase.tar.gz");
+export function baseTarball(dir = cacheDir(), suite: string = BASE_SUITE): string {
+  return path.join(dir, `debian-${checkedSuite(suite)}-minbase.tar.gz`);
 }
 
-async function debootstrapTarball(target: string): Promise<void> {
+async function debootstrapTarball(target: string, suite: string): Promise<void> {
   await ensureCommand("debootstrap", "debootstrap");
   const mirror = process.env.RTUNNEL_DEBIAN_MIRROR ?? "http://deb.debian.org/debian";
-  const root = await mkdtemp(path.join(os.tmpdir(), "rtunnel-trixie-"));
+  const root = await mkdtemp(path.join(os.tmpdir(), `rtunnel-${suite}-`));
   try {
-    await run("debootstrap", ["--variant=minbase", "trixie", root, mirror], { timeoutMs: 900_000 });
+    await run("debootstrap", ["--variant=minbase", suite, root, mirror], { timeoutMs: 900_000 });
     // apt lists and caches make the image bigger and are stale by the next build anyway.
     await run("sh", ["-c", 'rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin', "sh", root]);
     await mkdir(path.dirname(target), { recursive: true });
@@ -76,8 +90,23 @@ async function checked(tag: string, how: string): Promise<void> {
   if (problem) throw new Error(`${tag} ${how} is not a usable base: ${problem}`);
 }
 
+/**
+ * Whether a cached tarball can be imported: present, with a 0755 root directory (or none). A
+ * bad one is deleted (and said so), so that it is built again.
+ */
+export async function usableCachedTarball(tarball: string, log: (line: string) => void = () => {}): Promise<boolean> {
+  if (!existsSync(tarball)) return false;
+  const problem = rootEntryProblem(await firstTarEntry(tarball).catch(() => undefined));
+  if (!problem) return true;
+  log(`cached ${tarball}: ${problem}; building it again`);
+  await rm(tarball, { force: true });
+  return false;
+}
+
 export interface BaseImageOptions {
-  /** the tag to make (default debian:trixie-slim) */
+  /** the Debian suite (default trixie) */
+  suite?: string;
+  /** the tag to make (default debian:SUITE-slim) */
   tag?: string;
   /** where the tarball is cached (default the test bed's cache) */
   cache?: string;
@@ -88,7 +117,8 @@ export interface BaseImageOptions {
 
 /** Makes the base image present and checked: already there, pulled, or built from the cached tarball. */
 export async function ensureBaseImage(o: BaseImageOptions = {}): Promise<BaseImageOutcome> {
-  const tag = o.tag ?? BASE_IMAGE;
+  const suite = checkedSuite(o.suite ?? BASE_SUITE);
+  const tag = o.tag ?? baseImageTag(suite);
   const log = o.log ?? (() => {});
   const good = async () => (await imageId(tag)) !== undefined && (await imageProblem(tag)) === undefined;
   if (await good()) return "present";
@@ -105,17 +135,9 @@ export async function ensureBaseImage(o: BaseImageOptions = {}): Promise<BaseIma
         return "pulled";
       }
     }
-    const tarball = baseTarball(o.cache);
-    let cached = existsSync(tarball);
-    if (cached) {
-      const problem = rootEntryProblem(await firstTarEntry(tarball).catch(() => undefined));
-      if (problem) {
-        log(`cached ${tarball}: ${problem}; building it again`);
-        await rm(tarball, { force: true });
-        cached = false;
-      }
-    }
-    if (!cached) await debootstrapTarball(tarball);
+    const tarball = baseTarball(o.cache, suite);
+    const cached = await usableCachedTarball(tarball, log);
+    if (!cached) await debootstrapTarball(tarball, suite);
     await docker(["import", "--change", 'CMD ["bash"]', tarball, tag], { timeoutMs: 300_000 });
     await checked(tag, "as imported");
     return cached ? "imported-from-cache" : "built";

@@ -29,21 +29,29 @@ export function imageTag(name: string): string {
   return `rtunnel/${name}:${tag}`;
 }
 
+/** One Dockerfile built with other build arguments, under a name of its own (`NAME-SUFFIX`). */
+export interface ImageVariant {
+  suffix: string;
+  buildArgs: Readonly<Record<string, string>>;
+}
+
 /** Builds images/NAME (or lib/fixtures/images/NAME) and returns its tag. Docker's cache makes repeats cheap. */
-export function buildImage(name: ProjectImage | string): Promise<string> {
-  let pending = built.get(name);
+export function buildImage(name: ProjectImage | string, variant?: ImageVariant): Promise<string> {
+  const as = variant ? `${name}-${variant.suffix}` : name;
+  let pending = built.get(as);
   if (!pending) {
-    pending = withLock(`build-${name}`, async () => {
-      const tag = imageTag(name);
-      await docker(["build", "--quiet", "--tag", tag, contextDir(name)], {
+    pending = withLock(`build-${as}`, async () => {
+      const tag = imageTag(as);
+      const args = Object.entries(variant?.buildArgs ?? {}).flatMap(([k, v]) => ["--build-arg", `${k}=${v}`]);
+      await docker(["build", "--quiet", ...args, "--tag", tag, contextDir(name)], {
         timeoutMs: 20 * 60_000,
         // The legacy builder needs no buildx plugin, which the Debian client lacks.
         env: { ...process.env, DOCKER_BUILDKIT: process.env.DOCKER_BUILDKIT ?? "0" },
       });
       return tag;
     });
-    pending.catch(() => built.delete(name));
-    built.set(name, pending);
+    pending.catch(() => built.delete(as));
+    built.set(as, pending);
   }
   return pending;
 }

@@ -21,6 +21,7 @@ import { Device } from "../device/device.ts";
 import { diagnoseAgent } from "../device/diagnosis.ts";
 import { DEFAULT_IMAGE, localImage, sendImage, type Sent } from "../device/image.ts";
 import { DockerRuntime, platformOfMachine, type AgentFile, type AgentRuntime } from "../device/runtime.ts";
+import { loopbackConsequence, planDropIn, SSHD_DROP_IN, type SshdChange, type SshdDirective } from "../device/sshd.ts";
 import { ExitError, EXIT } from "../errors.ts";
 import { applyLaptop, configPaths, controlPathFor, laptopModel, laptopPaths, planLaptopWrites, readLaptop, type LaptopPaths } from "../laptop/files.ts";
 import { pinnedDeviceKey, RELAY_ALIAS, validateDeviceName, withDevice, withRelay as withRelayHop, type LaptopModel } from "../laptop/model.ts";
@@ -86,6 +87,8 @@ export interface EnrollPlan {
   platform: string;
   platformReason: string;
   image: string;
+  /** the device's sshd drop-in for tunnel connections; absent when the device runs no OpenSSH sshd */
+  sshd?: { version: string; dropIn: string; directives: Pick<SshdDirective, "keyword" | "value" | "scope">[]; unchanged: boolean };
   changes: PlannedChange[];
   /** the laptop files it will write (rendered with the port the relay gives) */
   laptopFiles: string[];
@@ -121,6 +124,8 @@ interface Session {
   runtime: AgentRuntime;
   registry: { mine?: DeviceListing; clientEntry?: ClientListing };
   deviceKey?: PublicKey;
+  /** the device's sshd: what to write (nothing when it is in place) */
+  sshd?: SshdChange & { directives: SshdDirective[] };
   installDocker: boolean;
   buildAlways: boolean;
   timeout: number;
@@ -226,7 +231,18 @@ export async function planEnrollment(o: EnrollOptions): Promise<PlannedEnrollmen
     const platformReason = facts0.platformReason ?? `uname -m says ${account.machine}`;
     if (!platform) throw new ExitError(EXIT.device, `the device ${name} is a ${account.machine || "unknown"} machine (${platformReason}): rtunnel's image is built for amd64, arm64, armv7 and armv6`);
     const deviceKey = await device.deviceKey();
-    step(`device connected, preflight passed (${platform}: ${platformReason})`);
+    // The device's own sshd: tunnel connections all come from loopback (see device/sshd.ts).
+    const sshdFound = await device.sshd(user);
+    if (sshdFound.kind === "broken") {
+      const ours = sshdFound.error.includes(SSHD_DROP_IN);
+      throw new ExitError(
+        EXIT.device,
+        `the sshd configuration of the device ${name} fails \`sshd -t\` already (${sshdFound.error}): ${ours ? `rtunnel's own ${SSHD_DROP_IN} is broken (edited by hand?): remove it (sudo rm ${SSHD_DROP_IN}) and re-run` : "fix it and re-run"}; nothing was changed`,
+      );
+    }
+    if (sshdFound.kind === "absent") log(`the device ${name} runs no OpenSSH sshd (no sshd found): its sshd is left as it is`);
+    const sshd = sshdFound.kind === "ok" ? planDropIn(sshdFound.state, user) : undefined;
+    step(`device connected, preflight passed (${platform}: ${platformReason}${sshdFound.kind === "ok" ? `; ${sshdFound.state.version || "sshd"}` : ""})`);
 
     // Names: the device's must be free or already ours; the client's must be a client, and a
     // key the relay already holds as another client keeps that client's name.
@@ -254,6 +270,11 @@ export async function planEnrollment(o: EnrollOptions): Promise<PlannedEnrollmen
     step("laptop files read and checked");
 
     const changes: PlannedChange[] = [];
+    if (sshd?.writes.length) {
+      for (const line of sshd.summary) changes.push({ where: "device", what: `sshd: ${line}` });
+      const consequence = loopbackConsequence(sshd.directives);
+      changes.push({ where: "device", what: `sshd: checked with sshd -t (or put back), then reloaded; sessions stay${consequence ? `; ${consequence}` : ""}` });
+    } else if (sshd) changes.push({ where: "device", what: `sshd: keep ${SSHD_DROP_IN}` });
     if (installDocker) changes.push({ where: "device", what: `install Docker: ${await runtime.installCommand()}` });
     changes.push({ where: "device", what: deviceKey ? `keep the device key ${deviceKey.fingerprint}` : `make the device key ${agentPath("key")} (on the device)` });
     changes.push({ where: "relay", what: mine ? `keep device ${name} (port ${mine.kind === "device" ? mine.port : "?"})` : `add device ${name} (the relay gives it a port)` });
@@ -270,11 +291,15 @@ export async function planEnrollment(o: EnrollOptions): Promise<PlannedEnrollmen
       name, client, relay: facts, device: { host, port, user, hostKey: conn.hostKey },
       ...(mine?.kind === "device" ? { port: mine.port } : {}),
       platform, platformReason, image, changes, laptopFiles: laptopWrites.writes.map((w) => w.file),
+      ...(sshd && sshdFound.kind === "ok"
+        ? { sshd: { version: sshdFound.state.version, dropIn: SSHD_DROP_IN, directives: sshd.directives.map(({ keyword, value, scope }) => ({ keyword, value, scope })), unchanged: !sshd.writes.length } }
+        : {}),
     };
     const session: Session = {
       o, log, paths, identity, operatorKey, relay, device, runtime,
       registry: { ...(mine?.kind === "device" ? { mine } : {}), ...(clientEntry ? { clientEntry } : {}) },
       ...(deviceKey ? { deviceKey } : {}),
+      ...(sshd ? { sshd } : {}),
       installDocker, buildAlways: o.image === undefined, timeout, laptopChange, timings, step,
     };
     const d = device;
@@ -302,6 +327,17 @@ export function renderPlan(p: EnrollPlan): string {
 export async function applyEnrollment({ plan, session: s }: PlannedEnrollment): Promise<EnrollResult> {
   const { o, log, step, device, runtime, relay } = s;
   const changed: EnrollResult["changed"] = { device: [], relay: [], laptop: [] };
+
+  // The device's sshd first: the cheapest change to put back, and one that must be in place
+  // before the tunnel carries a single connection (OpenSSH 10 penalises loopback otherwise).
+  if (s.sshd?.writes.length) {
+    const how = await device.changeSshd(s.sshd);
+    changed.device.push(...s.sshd.writes.map((w) => w.path));
+    for (const line of s.sshd.summary) log(`device sshd: ${line}`);
+    const consequence = loopbackConsequence(s.sshd.directives);
+    if (consequence) log(`device sshd: ${consequence}`);
+    step(`device sshd set for tunnel connections (${how})`);
+  }
 
   if (s.installDocker) {
     log(`installing Docker on ${plan.name}`);

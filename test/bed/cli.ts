@@ -6,6 +6,7 @@ import os from "node:os";
 import path from "node:path";
 import { buildImage, docker, ensureBaseImage, ensureEngine, leftovers, sweepAll, waitFor } from "./index.ts";
 import { imageProblem } from "../../lib/docker/baseImage.ts";
+import { deviceVariant } from "../../lib/fixtures/device.ts";
 
 const usage = "usage: npm run testbed -- prepare | fresh-base | sweep | check";
 const say = (line: string) => console.error(`testbed: ${line}`);
@@ -19,6 +20,10 @@ async function main(command: string | undefined): Promise<void> {
         const started = Date.now();
         say(`built ${await buildImage(name)} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
       }
+      // The OpenSSH 9.2 device of the device sshd tests: its own base, then the device image on it.
+      say(`base image debian:bookworm-slim: ${await ensureBaseImage({ suite: "bookworm", log: say })}`);
+      const started = Date.now();
+      say(`built ${await buildImage("device", deviceVariant("bookworm"))} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
       return;
     }
     case "fresh-base": {
