@@ -11,6 +11,7 @@ import { RELAY_CONNECTION_LIMITS, RELAY_CONTAINER_PORT } from "../lib/contract/r
 import { parsePublicKey } from "../lib/keys.ts";
 import { docker, exec, inspect, openFrom, startFlood } from "../lib/fixtures/index.ts";
 import { ListAnswer } from "../provision/relay/protocol.ts";
+import { parseSshdT, renderDropIn, SSHD_DROP_IN, TUNNEL_SOURCES, tunnelConnectionSpec, tunnelDirectives } from "../provision/device/sshd.ts";
 import { connectCommands, parseTimings, timingScript } from "./connect.ts";
 import { containerMemoryBytes, containerPidStats, containerPss, containerPssBy } from "./procs.ts";
 import type { Row, Section } from "./results.ts";
@@ -90,10 +91,13 @@ export async function benchScale(w: World, o: { tunnels: number; connectRounds: 
   // no `ip` to set its route); the agents run in the agent image, sharing that namespace.
   const farmNet = await w.net.attach(w.net.home, w.scope.name("farmnet"), ["--hostname", "farm", "--entrypoint", "sleep", w.images.host, "infinity"]);
   // One sshd on the farm's port 22 answers for all N devices, so the relay's banner probe (what
-  // `list` calls online) reads a real sshd through every tunnel. It stands for N devices'
-  // sshds at once, so it admits N probes at a time, and exempts loopback from penalties as
-  // enrollment's drop-in does on a real device.
-  await exec(farmNet, ["sh", "-c", `ssh-keygen -A >/dev/null && printf 'MaxStartups ${n}:30:${2 * n}\nPerSourceMaxStartups none\nPerSourcePenaltyExemptList 127.0.0.1/32\n' >/etc/ssh/sshd_config.d/farm.conf && /usr/sbin/sshd`]);
+  // `list` calls online) reads a real sshd through every tunnel. It carries enrollment's own
+  // drop-in (rendered from this sshd's `sshd -T`, as on a device), and, because it stands for N
+  // devices' sshds at once, admits N probes at a time.
+  const sshdT = async (args: string[]) => parseSshdT((await exec(farmNet, ["sshd", "-T", ...args])).stdout);
+  await exec(farmNet, ["ssh-keygen", "-A"]);
+  const facts = { version: "", global: await sshdT([]), tunnel: await sshdT(["-C", tunnelConnectionSpec("pi", TUNNEL_SOURCES[0]!)]) };
+  await exec(farmNet, ["sh", "-c", `cat >${SSHD_DROP_IN} && printf 'MaxStartups ${n}:30:${2 * n}\\n' >/etc/ssh/sshd_config.d/farm.conf && /usr/sbin/sshd`], { input: renderDropIn(tunnelDirectives(facts)) });
   const farm = await w.scope.run(["--name", w.scope.name("farm"), "--network", `container:${farmNet}`, "--shm-size", "256m", "--entrypoint", "sleep", w.images.agent, "infinity"]);
   const farmSh = (script: string, timeoutMs = 600_000) => exec(farm, ["bash", "-c", script], { timeoutMs });
   // Keys, made in the farm (one per device), then registered one add-device each.

@@ -179,7 +179,7 @@ test("[docker] 200 hostile admin calls over ssh (fast-check: names, flags, keys,
   const r = await startRelay(scope);
   await r.adminJson(["add-device", "existing"], await r.key("existing"));
   const good = await r.key("good");
-  // One multiplexed admin connection, one command at a time (the admin account's MaxSessions 1),
+  // One multiplexed admin connection, one command at a time,
   // so 200 calls cost one handshake and stay inside the admin key's connection limit.
   const mux = ["-T", "-o", "ControlMaster=auto", "-o", "ControlPath=/tmp/admin-mux-%C", "-o", "ControlPersist=300"];
   let refused = 0;
