@@ -293,7 +293,7 @@ export function deviceSshdTests(suite: "trixie" | "bookworm"): void {
   });
 
   if (penalties) {
-    test.serial("[docker] trixie: the control through the tunnel: without the drop-in the same loop locks laptop B out; enrolling again puts it back and B logs in", async (t) => {
+    test.serial("[docker] trixie: the control through the tunnel: without the drop-in laptop A's failures (four loops at once) lock laptop B out; enrolling again puts it back and B logs in", async (t) => {
       const sockets = await listenerSockets();
       await onDevice(sh`rm ${SSHD_DROP_IN} && kill -HUP "$(cat /run/sshd.pid)"`.text);
       await waitFor("the device's sshd to reload", async () => (await listenerSockets()) !== sockets && (await listenerSockets()) !== "", { tries: 240, intervalMs: 250 });
