@@ -12,4 +12,13 @@ export default tseslint.config(
       "no-console": "off",
     },
   },
+  {
+    // CommonJS entry points (the policy pack's: Pulumi's runner require()s it).
+    files: ["**/*.cjs"],
+    languageOptions: {
+      sourceType: "commonjs",
+      globals: { require: "readonly", module: "writable", exports: "writable", __filename: "readonly", __dirname: "readonly" },
+    },
+    rules: { "@typescript-eslint/no-require-imports": "off" },
+  },
 );

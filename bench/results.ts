@@ -1,5 +1,6 @@
 // The bench's results object and its one renderer, bench/RESULTS.md. Pure: every number in
 // the file comes from the results object that a run measured; nothing here is typed by hand.
+import { renderSizing, sizing } from "./sizing.ts";
 import { judge, pairedRatios, summarize, type Goal, type Summary } from "./stats.ts";
 
 export interface Row {
@@ -37,6 +38,8 @@ export interface Section {
   findings: string[];
   /** set when the section could not run to the end */
   error?: string;
+  /** tunnels up when the scale section read the relay's memory: the sizing table's divisor */
+  tunnelsUp?: number;
 }
 
 export interface Results {
@@ -135,6 +138,8 @@ export function renderResults(r: Results): string {
     lines.push(`## ${s.title}`, "", ...s.method.map((m) => `- ${m}`), "");
     if (s.error) lines.push(`**This section did not finish:** ${cell(s.error)}`, "");
     if (s.rows.length) lines.push(...rowTable(s.rows), "");
+    const sized = s.tunnelsUp !== undefined ? sizing(s, s.tunnelsUp) : undefined;
+    if (sized) lines.push(...renderSizing(sized), "");
     for (const p of s.profiles ?? []) lines.push(...profileTable(p), "");
     if (s.findings.length) lines.push("Findings:", "", ...s.findings.map((f) => `- ${f}`), "");
   }

@@ -3,6 +3,7 @@
 // script, its own ssh options and backoff, not a copy of them) in one "farm" container behind
 // the home router (so, like devices behind one carrier-grade NAT, they all come from one
 // address), each with its own configuration directory and key.
+import { CGROUP_ROW } from "./sizing.ts";
 import { readFile } from "node:fs/promises";
 import os from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -231,8 +232,6 @@ export async function benchScale(w: World, o: { tunnels: number; connectRounds: 
   if (cgroupMiB > limitMiB) {
     findings.push(`PSS meets the memory goal, but the kernel's own accounting of the relay container (memory cgroup usage: process memory plus kernel memory such as socket buffers, page tables and kernel stacks, plus the /run tmpfs) is ${cgroupMiB.toFixed(0)} MiB, ${(((cgroupMiB - limitMiB) / limitMiB) * 100).toFixed(0)}% over ${limitMiB.toFixed(0)} MiB: size the instance by this figure, not by PSS.`);
   }
-  const fit = (mibRam: number) => Math.floor((mibRam * 1024 - idlePss.kib) / perTunnelKiB);
-  findings.push(`At ${perTunnelKiB.toFixed(0)} KiB of PSS per tunnel, the infra's default instance type t4g.nano (512 MiB, shared with the OS and dockerd) holds at most about ${fit(512)} tunnels even if the relay had all of it; 1000 tunnels need a 2 GiB instance (t4g.small: room for about ${fit(2048)}), or a relay that does not spend two OpenSSH processes per connection.`);
   const byKind = [...loadBy]
     .map(([name, e]) => ({ name, count: e.count - (idleBy.get(name)?.count ?? 0), kib: e.kib - (idleBy.get(name)?.kib ?? 0) }))
     .filter((e) => e.count > 0 || e.kib > 1024)
@@ -246,7 +245,7 @@ export async function benchScale(w: World, o: { tunnels: number; connectRounds: 
       note: n === 1000 ? "" : `goal scaled to ${n} tunnels: 2 GiB x ${n}/1000`,
     },
     { name: "relay memory per tunnel: (PSS loaded - idle) / N", unit: "KiB", values: [perTunnelKiB] },
-    { name: "relay cgroup memory usage (includes its tmpfs /run)", unit: "MiB", values: [loadMem / 2 ** 20], baseline: { name: "idle", values: [idleMem / 2 ** 20] } },
+    { name: CGROUP_ROW, unit: "MiB", values: [loadMem / 2 ** 20], baseline: { name: "idle", values: [idleMem / 2 ** 20] } },
     {
       name: `laptop cold connect while ${up} tunnels are up`, unit: "ms", values: loadConnect.cold ?? [],
       baseline: { name: "same, idle relay (before the farm started and after it was removed)", values: idleCold },
@@ -294,5 +293,5 @@ export async function benchScale(w: World, o: { tunnels: number; connectRounds: 
     `Connect: ${o.connectRounds} rounds of cold \`ssh raspi true\` and direct, interleaved, before the farm starts and again after it is removed (idle: both pooled) and with all tunnels up; direct is the control for the machine's own load.`,
     "Restart: `docker restart -t 10` of the relay with all devices online, then the online count until all are back (limit 240 s); then the same again while an attacker floods: a container on its own site (own router, own address), `--cpus 0.5`, opening connections that send nothing as fast as it can (lib/fixtures/flood.ts, bounded to 200000 connections and stopped when the storm ends), aimed only at the test relay; the office laptop's `ssh raspi true` and an admin call are tried in turn through the storm. 1 run each. 50/90/100% with the 1-minute load average at that moment.",
   );
-  return { id: "scale", title: `Scale: ${n} device tunnels on one relay`, method, rows, findings };
+  return { id: "scale", title: `Scale: ${n} device tunnels on one relay`, method, rows, findings, tunnelsUp: up };
 }

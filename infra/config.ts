@@ -3,6 +3,7 @@
 // Pure: the caller passes the raw strings (pulumi.Config#get) in.
 
 import { parseCidr } from "./cidr.ts";
+import { IAM_PRINCIPAL_ARN } from "./iam.ts";
 import { DEFAULT_PORT_RANGE, RELAY_CONTAINER_PORT } from "../lib/contract/relay.ts";
 import { keyLine, parsePublicKey } from "../lib/keys.ts";
 
@@ -18,6 +19,8 @@ export interface RelayConfig {
   portRange: string;
   /** Pinned availability zone, or undefined to pick one that offers the instance type. */
   availabilityZone?: string;
+  /** More administrators of the host key's KMS key, besides whoever runs `pulumi up`. */
+  keyAdminArns: string[];
 }
 
 /** Raw config as Pulumi hands it over: strings (objects and arrays arrive as JSON text). */
@@ -152,6 +155,23 @@ export function parseAvailabilityZone(raw: string | undefined): string | undefin
   return raw;
 }
 
+/**
+ * Administrators of the host key's KMS key (IAM role or user ARNs, or the account's root),
+ * besides the deployer. Worth one when `pulumi up` runs as a role that may be recreated (an
+ * SSO permission set): a key policy naming only a deleted role can no longer be changed.
+ */
+export function parseKeyAdminArns(raw: string | undefined): string[] {
+  if (raw === undefined || raw.trim() === "") return [];
+  const example = `pulumi config set --path 'rtunnel:keyAdminArns[0]' arn:aws:iam::123456789012:role/break-glass`;
+  const entries = /^[[{]/.test(raw.trim()) ? parseJsonList("keyAdminArns", raw, example) : raw.split(/[\s,]+/).filter((s) => s !== "");
+  return [...new Set(entries.map((e, i) => {
+    if (typeof e !== "string" || !IAM_PRINCIPAL_ARN.test(e)) {
+      throw new TypeError(`${k("keyAdminArns")}[${i}] must be an IAM role or user ARN (not an STS session ARN, which changes at every login) (got ${JSON.stringify(e)}): ${example}`);
+    }
+    return e;
+  }))];
+}
+
 /** Reads and checks every key; the first problem throws, naming the key. */
 export function parseRelayConfig(get: RawConfig): RelayConfig {
   const availabilityZone = parseAvailabilityZone(get("availabilityZone"));
@@ -161,6 +181,7 @@ export function parseRelayConfig(get: RawConfig): RelayConfig {
     allowedCidrs: parseAllowedCidrs(get("allowedCidrs")),
     adminPublicKeys: parseAdminPublicKeys(get("adminPublicKeys")),
     portRange: parsePortRange(get("portRange")),
+    keyAdminArns: parseKeyAdminArns(get("keyAdminArns")),
     ...(availabilityZone ? { availabilityZone } : {}),
   };
 }

@@ -10,7 +10,10 @@ import * as tls from "@pulumi/tls";
 import { renderUserData } from "./cloudInit.ts";
 import { isBurstable, pickAvailabilityZone, type RelayConfig } from "./config.ts";
 import { keyLine, parsePublicKey } from "../lib/keys.ts";
-import { ec2AssumeRolePolicy, hostKeyReadPolicy, RELAY_MANAGED_POLICY_ARNS } from "./iam.ts";
+import {
+  ec2AssumeRolePolicy, hostKeyKeyPolicy, hostKeyReadPolicy, hostKeyValueVersion, parameterArn, RELAY_MANAGED_POLICY_ARNS,
+} from "./iam.ts";
+import { relayNames } from "./names.ts";
 import { egressRules, ingressRules } from "./network.ts";
 
 /** Amazon Linux 2023, arm64, latest: AWS keeps this public parameter current. */
@@ -46,17 +49,10 @@ export class Relay extends pulumi.ComponentResource {
       tags,
     }, parent);
 
-    // --- host key: generated once, kept in an SSM SecureString only the instance role reads ---
-    const hostKey = new tls.PrivateKey(`${name}-host-key`, { algorithm: "ED25519" }, parent);
-    const hostKeyParameter = new aws.ssm.Parameter(`${name}-host-key`, {
-      name: `/rtunnel/${name}/ssh_host_ed25519_key`,
-      description: "rtunnel relay SSH host key (OpenSSH private key)",
-      type: "SecureString",
-      value: hostKey.privateKeyOpenssh,
-      tags,
-    }, parent);
+    // Physical names that carry the project and the stack: two stacks in one account never share one.
+    const names = relayNames(pulumi.getProject(), pulumi.getStack(), name);
 
-    // --- identity: SSM agent (the host has no port 22), ECR pull, and that one parameter ---
+    // --- identity: SSM agent (the host has no port 22), ECR pull, and its host key only ---
     const role = new aws.iam.Role(`${name}-role`, {
       description: "rtunnel relay instance: SSM management, ECR pull, its host key",
       assumeRolePolicy: ec2AssumeRolePolicy(),
@@ -64,15 +60,45 @@ export class Relay extends pulumi.ComponentResource {
     }, parent);
     const attachments = RELAY_MANAGED_POLICY_ARNS.map((policyArn) =>
       new aws.iam.RolePolicyAttachment(`${name}-role-${policyArn.split("/").pop()}`, { role: role.name, policyArn }, parent));
+
+    // --- host key: generated once, kept in an SSM SecureString under the relay's own KMS key ---
+    const hostKey = new tls.PrivateKey(`${name}-host-key`, { algorithm: "ED25519" }, parent);
+    const caller = aws.getCallerIdentityOutput({}, parent);
+    // The key policy names the deployer's role, not this login's STS session (which changes).
+    const deployer = aws.iam.getSessionContextOutput({ arn: caller.arn }, parent);
+    const region = aws.getRegionOutput({}, parent);
+    const hostKeyArn = pulumi.all([caller.arn, region.region, caller.accountId])
+      .apply(([callerArn, r, account]) => parameterArn(callerArn.split(":")[1] ?? "aws", r, account, names.hostKeyParameter));
+    const hostKeyKey = new aws.kms.Key(`${name}-host-key-kms`, {
+      description: `rtunnel relay ${pulumi.getProject()}/${pulumi.getStack()}/${name}: its SSH host key parameter`,
+      policy: pulumi.all([role.arn, deployer.issuerArn, hostKeyArn]).apply(([instanceRoleArn, deployerArn, arn]) =>
+        hostKeyKeyPolicy({ instanceRoleArn, deployerArn, adminArns: args.keyAdminArns, parameterArn: arn })),
+      // KMS's shortest waiting period: a destroyed stack stops holding a key a week later.
+      deletionWindowInDays: 7,
+      // Rotating the key material re-encrypts nothing already stored (SSM keeps decrypting the
+      // parameter with the old material), and each of the first two rotations adds $1 a month.
+      enableKeyRotation: false,
+      tags,
+    }, parent);
+    const hostKeyParameter = new aws.ssm.Parameter(`${name}-host-key`, {
+      name: names.hostKeyParameter,
+      description: "rtunnel relay SSH host key (OpenSSH private key)",
+      type: "SecureString",
+      keyId: hostKeyKey.arn,
+      // Write-only: the provider sends it and keeps it out of the parameter's state.
+      valueWo: hostKey.privateKeyOpenssh,
+      valueWoVersion: hostKey.publicKeyOpenssh.apply(hostKeyValueVersion),
+      tags,
+    }, parent);
     const hostKeyPolicy = new aws.iam.RolePolicy(`${name}-host-key-read`, {
       role: role.id,
-      policy: hostKeyParameter.arn.apply(hostKeyReadPolicy),
+      policy: pulumi.all([hostKeyParameter.arn, hostKeyKey.arn]).apply(([arn, keyArn]) => hostKeyReadPolicy(arn, keyArn)),
     }, parent);
     const profile = new aws.iam.InstanceProfile(`${name}-profile`, { role: role.name, tags }, parent);
 
     // --- image: built for arm64 here, pushed to a private repository, run by digest there ---
     const repository = new aws.ecr.Repository(`${name}-repo`, {
-      name: `rtunnel/${name}-rtunneld`,
+      name: names.repository,
       imageTagMutability: "MUTABLE",
       imageScanningConfiguration: { scanOnPush: true },
       forceDelete: true,
@@ -125,9 +151,9 @@ export class Relay extends pulumi.ComponentResource {
     // --- the host ---
     const ami = aws.ssm.getParameterOutput({ name: AL2023_ARM64_AMI_PARAMETER }, parent);
     const userData = pulumi
-      .all([hostKeyParameter.arn, hostKeyParameter.name, image.repoDigest, dataVolume.id])
-      .apply(([arn, parameterName, digest, volumeId]) => renderUserData({
-        region: arn.split(":")[3] ?? "",
+      .all([region.region, hostKeyParameter.name, image.repoDigest, dataVolume.id])
+      .apply(([r, parameterName, digest, volumeId]) => renderUserData({
+        region: r,
         hostKeyParameter: parameterName,
         image: digest,
         remotePort: args.remotePort,

@@ -1,12 +1,16 @@
 // The bench's pure parts: statistics, parsing of the laptop's timing lines, the run plan and the
 // RESULTS.md renderer. Nothing here times anything (the bench itself is `npm run bench`).
+import { readFileSync } from "node:fs";
+import path from "node:path";
 import test from "ava";
 import { parseTimings, timingScript } from "../bench/connect.ts";
 import { stepName } from "../bench/enroll.ts";
 import { parseProbe } from "../bench/recovery.ts";
-import { figures, renderResults, type Results } from "../bench/results.ts";
+import { figures, renderResults, type Results, type Section } from "../bench/results.ts";
+import { CGROUP_ROW, sizing, smallestFor } from "../bench/sizing.ts";
 import { plan } from "../bench/run.ts";
 import { judge, median, pairedRatios, summarize } from "../bench/stats.ts";
+import { repoRoot } from "../lib/paths.ts";
 
 test("median, min and max of repeated runs", (t) => {
   t.deepEqual(summarize([3, 1, 2]), { n: 3, min: 1, median: 2, max: 3 });
@@ -74,4 +78,33 @@ test("RESULTS.md is rendered from the results object: ratios, verdicts and the m
   t.regex(md, /1\.50x \/ \*\*1\.60x\*\* \/ 1\.70x/);
   t.regex(md, /sshd-session \[tunnel\] \| 1\.50 \| 75%/);
   t.regex(md, /- two handshakes/);
+});
+
+test("tunnels per instance size: the relay's cgroup memory per tunnel, over what the host and the idle relay leave", (t) => {
+  const section: Section = {
+    id: "scale", title: "Scale", method: [], findings: [], tunnelsUp: 100,
+    rows: [{ name: CGROUP_ROW, unit: "MiB", values: [230], baseline: { name: "idle", values: [30] } }],
+  };
+  const s = sizing(section, 100, 250)!;
+  t.is(s.perTunnelMiB, 2);
+  t.deepEqual(s.rows.map((r) => [r.instanceType, r.tunnels]), [["t4g.nano", 116], ["t4g.micro", 372], ["t4g.small", 884], ["t4g.medium", 1908]]);
+  t.is(smallestFor(s, 1000)?.instanceType, "t4g.medium");
+  t.is(sizing({ ...section, rows: [] }, 100), undefined, "no cgroup row, no table");
+  t.regex(renderResults({ date: "", command: "", quick: false, durationSeconds: 0, machine: {}, notes: [], sections: [section] }), /\| t4g\.nano \| 512 MiB \| about \d+ \|/);
+});
+
+test("the READMEs quote the bench's one sizing table, and RESULTS.md is rendered from results.json", (t) => {
+  const results = JSON.parse(readFileSync(path.join(repoRoot, "bench", "results.json"), "utf8")) as Results;
+  t.is(readFileSync(path.join(repoRoot, "bench", "RESULTS.md"), "utf8"), renderResults(results), "bench/RESULTS.md is renderResults(bench/results.json)");
+  const scale = results.sections.find((s) => s.id === "scale")!;
+  const table = new Map(sizing(scale, scale.tunnelsUp!)!.rows.map((r) => [r.instanceType, r.tunnels]));
+  let quoted = 0;
+  for (const file of ["README.md", "infra/README.md", "images/rtunneld/README.md", "bench/README.md", "SECURITY.md"]) {
+    const text = readFileSync(path.join(repoRoot, file), "utf8").replace(/\s+/g, " ");
+    for (const m of text.matchAll(/`?(t4g\.[a-z0-9]+)`?[^.;:`]{0,30}?\babout (\d+)(?! ?%)/g)) {
+      quoted++;
+      t.is(table.get(m[1]!), Number(m[2]), `${file} says a ${m[1]} holds about ${m[2]}; bench/RESULTS.md says ${table.get(m[1]!)}`);
+    }
+  }
+  t.true(quoted >= 4, `infra/README.md quotes the table (${quoted} figures found)`);
 });

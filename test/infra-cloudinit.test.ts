@@ -8,8 +8,8 @@ import { join } from "node:path";
 import test from "ava";
 import fc from "fast-check";
 import {
-  cloudRelayRunOptions, HOST_KEY_FILE, renderPrepareScript, renderRunScript, renderUnit, renderUserData,
-  type CloudInitInput,
+  cloudRelayRunOptions, HOST_KEY_FILE, renderPrepareScript, renderRunScript, renderUnit, renderUserData, renderVolumeScript,
+  START_TIMEOUT, type CloudInitInput,
 } from "../infra/cloudInit.ts";
 import { relayRunArgs } from "../lib/contract/relayRun.ts";
 import { quote } from "../lib/shell.ts";
@@ -46,6 +46,7 @@ test("the user-data script and every script it writes pass shellcheck", (t) => {
   const ud = renderUserData(INPUT);
   t.is(shellcheck("user-data.sh", ud), "");
   t.is(shellcheck("rtunneld-prepare", written(ud, "/usr/local/sbin/rtunneld-prepare")), "");
+  t.is(shellcheck("rtunneld-volume", written(ud, "/usr/local/sbin/rtunneld-volume")), "");
   t.is(shellcheck("rtunneld-run", written(ud, "/usr/local/sbin/rtunneld-run")), "");
 });
 
@@ -61,6 +62,20 @@ test("the run script is exactly `exec docker <relayRunArgs>` with the cloud opti
   t.is(args.at(-1), INPUT.image, "by digest");
 });
 
+test("every relay container rotates its log: the json-file driver, named, with a size cap, locally and in the cloud", (t) => {
+  const local = relayRunArgs({ image: "x", containerName: "y", publish: "1", stateVolume: "v" });
+  const cloud = relayRunArgs(cloudRelayRunOptions(INPUT));
+  for (const args of [local, cloud]) {
+    const i = args.indexOf("--log-driver");
+    // Named explicitly: log options are per driver, and an engine whose default driver is another
+    // (journald, syslog) would refuse max-file.
+    t.is(args[i + 1], "json-file");
+    const opts = args.flatMap((a, j) => (args[j - 1] === "--log-opt" ? [a] : []));
+    t.deepEqual(opts, ["max-size=10m", "max-file=3"]);
+    t.true(i >= 0 && i < args.length - 2, "among the flags, before the image");
+  }
+});
+
 test("quote survives any string through bash", (t) => {
   fc.assert(fc.property(fc.array(fc.string({ unit: "binary" }).map((s) => s.replace(/\0/g, "")), { minLength: 1, maxLength: 4 }), (args) => {
     const out = execFileSync("bash", ["-c", `printf '%s\\0' ${args.map(quote).join(" ")}`]).toString("utf8");
@@ -68,12 +83,31 @@ test("quote survives any string through bash", (t) => {
   }), { numRuns: 25 });
 });
 
-test("the unit restarts the relay forever, after docker and the state mount", (t) => {
-  const unit = renderUnit();
-  for (const line of ["Restart=always", "Requires=docker.service", "RequiresMountsFor=/var/lib/rtunneld", "StartLimitIntervalSec=0", "ExecStart=/usr/local/sbin/rtunneld-run", "ExecStartPre=/usr/local/sbin/rtunneld-prepare", "WantedBy=multi-user.target"]) {
-    t.true(unit.split("\n").includes(line), line);
+test("the unit restarts the relay forever; docker, the host key, the image and the state volume are steps of its start", (t) => {
+  const unit = renderUnit().split("\n");
+  for (const line of ["Restart=always", "StartLimitIntervalSec=0", "ExecStartPre=/usr/local/sbin/rtunneld-prepare", "ExecStartPre=/usr/local/sbin/rtunneld-volume", "ExecStart=/usr/local/sbin/rtunneld-run", "WantedBy=multi-user.target"]) {
+    t.true(unit.includes(line), line);
   }
-  t.is(written(renderUserData(INPUT), "/etc/systemd/system/rtunneld.service"), unit);
+  t.true(unit.indexOf("ExecStartPre=/usr/local/sbin/rtunneld-prepare") < unit.indexOf("ExecStartPre=/usr/local/sbin/rtunneld-volume"), "docker before the volume, so a late volume does not hold up the install and the pull");
+  // A unit whose RequiresMountsFor= mount failed, or whose Requires= unit does not exist yet
+  // (docker before dnf ran), fails its start without Restart= ever trying again.
+  t.false(unit.some((l) => /^(RequiresMountsFor|Requires|BindsTo)=/.test(l)), unit.join("\n"));
+  t.is(written(renderUserData(INPUT), "/etc/systemd/system/rtunneld.service"), renderUnit());
+});
+
+test("a first start that installs docker and pulls the image is not killed by systemd's 90 s default", (t) => {
+  const timeout = renderUnit().split("\n").find((l) => l.startsWith("TimeoutStartSec="));
+  t.is(timeout, `TimeoutStartSec=${START_TIMEOUT}`);
+  const minutes = Number(/^(\d+)min$/.exec(START_TIMEOUT)?.[1]);
+  t.true(minutes >= 10, `${START_TIMEOUT}: dnf and a pull of the relay image on a t4g.nano take minutes`);
+});
+
+test("the user data only writes files and enables the unit: nothing in it waits or can fail on the network", (t) => {
+  const ud = renderUserData(INPUT);
+  const body = ud.replace(/cat >\S+ <<'RTUNNEL_EOF'\n[\s\S]*?RTUNNEL_EOF\n/g, "").replace(/^#.*\n/gm, "");
+  for (const word of ["dnf", "aws", "docker", "sleep", "mount", "mkfs", "blkid", "--now"]) t.false(body.includes(word), `user-data itself runs ${word}`);
+  t.regex(body, /^systemctl enable rtunneld\.service$/m);
+  t.regex(body, /^systemctl start --no-block rtunneld\.service$/m);
 });
 
 test("the host key is fetched from the SecureString into a root-only file, the image logged in and pulled by digest", (t) => {
@@ -86,18 +120,20 @@ test("the host key is fetched from the SecureString into a root-only file, the i
   t.regex(prep, /docker pull "\$IMAGE"/);
 });
 
-test("the data volume is formatted only when blkid finds nothing on it", (t) => {
-  const ud = renderUserData(INPUT);
-  t.regex(ud, /blkid -p "\$DATA_DEVICE" >\/dev\/null 2>&1 \|\| probe=\$\?\nif \[ "\$probe" -eq 2 \]; then\n.*\n {2}mkfs\.xfs/);
-  t.is(ud.match(/mkfs/g)?.length, 1);
-  t.regex(ud, /nvme-Amazon_Elastic_Block_Store_vol0123456789abcdef0/);
-  t.regex(ud, /defaults,nofail/);
+test("the data volume is formatted only when blkid finds nothing on it, and a missing one is retried", (t) => {
+  const vol = renderVolumeScript(INPUT);
+  t.is(written(renderUserData(INPUT), "/usr/local/sbin/rtunneld-volume"), vol);
+  t.regex(vol, /blkid -p "\$DATA_DEVICE" >\/dev\/null 2>&1 \|\| probe=\$\?\nif \[ "\$probe" -eq 2 \]; then\n.*\n {2}mkfs\.xfs/);
+  t.is(vol.match(/mkfs/g)?.length, 1);
+  t.regex(vol, /^readonly DATA_DEVICE=\/dev\/disk\/by-id\/nvme-Amazon_Elastic_Block_Store_vol0123456789abcdef0$/m);
+  t.regex(vol, /if \[ ! -e "\$DATA_DEVICE" \]; then\n.*\n {2}exit 75\n/, "no device yet: the start fails and systemd tries again");
+  t.notRegex(vol, /sleep|seq /, "no wait inside the step: systemd's RestartSec is the wait");
 });
 
-test("docker is installed with dnf and the admin keys are written as given", (t) => {
-  const ud = renderUserData(INPUT);
-  t.regex(ud, /^dnf install -y docker$/m);
-  t.is(written(ud, "/etc/rtunneld/admin_keys"), `${INPUT.adminPublicKeys[0]}\n`);
+test("docker is installed with dnf at the start, only when missing, and the admin keys are written as given", (t) => {
+  const prep = renderPrepareScript(INPUT);
+  t.regex(prep, /if ! systemctl cat docker\.service >\/dev\/null 2>&1; then\n.*\n {2}dnf install -y docker\nfi/);
+  t.is(written(renderUserData(INPUT), "/etc/rtunneld/admin_keys"), `${INPUT.adminPublicKeys[0]}\n`);
 });
 
 test("values that could break out of the script are refused", (t) => {

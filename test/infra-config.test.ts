@@ -143,7 +143,7 @@ test("portRange is LOW-HIGH above 1023 and never contains the relay's own port",
 test("parseRelayConfig reads every key and names the first bad one", (t) => {
   const a = key();
   const cfg = parseRelayConfig((k) => ({ adminPublicKeys: JSON.stringify([a]), remotePort: "443" } as Record<string, string>)[k]);
-  t.deepEqual(cfg, { remotePort: 443, instanceType: "t4g.nano", allowedCidrs: { ipv4: ["0.0.0.0/0"], ipv6: ["::/0"] }, adminPublicKeys: [a], portRange: "20000-29999" });
+  t.deepEqual(cfg, { remotePort: 443, instanceType: "t4g.nano", allowedCidrs: { ipv4: ["0.0.0.0/0"], ipv6: ["::/0"] }, adminPublicKeys: [a], portRange: "20000-29999", keyAdminArns: [] });
   t.throws(() => parseRelayConfig((k) => ({ adminPublicKeys: JSON.stringify([a]), availabilityZone: "mars" } as Record<string, string>)[k]), { message: /^rtunnel:availabilityZone/ });
 });
 

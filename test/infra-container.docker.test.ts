@@ -46,6 +46,9 @@ test("[docker] the cloud-init run script starts the relay image with the pinned 
   await run("bash", ["-c", script]);
   await waitRelayReady(name);
 
+  const logConfig = JSON.parse((await docker(["inspect", "--format", "{{json .HostConfig.LogConfig}}", name])).stdout) as unknown;
+  t.deepEqual(logConfig, { Type: "json-file", Config: { "max-size": "10m", "max-file": "3" } }, "the engine rotates the relay's log: 3 files of 10 MiB at most");
+
   const port = Number((await docker(["port", name, "2222/tcp"])).stdout.trim().split("\n")[0]!.split(":").pop());
   t.true(port > 0, `published port ${port}`);
 

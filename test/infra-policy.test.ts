@@ -3,6 +3,7 @@
 
 import type { ResourceValidationPolicy } from "@pulumi/policy";
 import test from "ava";
+import { hostKeyKeyPolicy, hostKeyReadPolicy, RELAY_MANAGED_POLICY_ARNS } from "../infra/iam.ts";
 import * as p from "../infra/policy/policies.ts";
 import { policyResource, resourceArgs, stackArgs } from "./infra/policyArgs.ts";
 
@@ -12,6 +13,12 @@ const ONE = { protocol: "tcp", fromPort: 4022, toPort: 4022, cidrBlocks: ["0.0.0
 const GOOD_INSTANCE = { metadataOptions: { httpTokens: "required" }, rootBlockDevice: { encrypted: true }, userData: "#!/bin/bash\necho hi\n" };
 
 type Case = [string, ResourceValidationPolicy, string, Record<string, unknown>, RegExp | null, object?];
+
+const KEY_TEXT = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjE=\n-----END OPENSSH PRIVATE KEY-----\n";
+const KMS_ARN = "arn:aws:kms:us-east-1:123456789012:key/0123abcd-4567-89ef-0123-456789abcdef";
+const PARAM_ARN = "arn:aws:ssm:us-east-1:123456789012:parameter/rtunnel/rtunnel/dev/relay/ssh_host_ed25519_key";
+const NAMED_KEY_POLICY = hostKeyKeyPolicy({ instanceRoleArn: "arn:aws:iam::123456789012:role/relay-role", deployerArn: "arn:aws:iam::123456789012:role/deployer", adminArns: [], parameterArn: PARAM_ARN });
+const keyPolicy = (Principal: unknown, Action: string | string[]) => JSON.stringify({ Version: "2012-10-17", Statement: [{ Effect: "Allow", Principal, Action, Resource: "*" }] });
 
 const CASES: Case[] = [
   ["one TCP ingress on REMOTE_PORT", p.relayIngressOnlyRemotePort, p.SECURITY_GROUP, SG([ONE]), null, { remotePort: 4022 }],
@@ -39,6 +46,19 @@ const CASES: Case[] = [
   ["plain String parameter without a key", p.privateKeysInSecureStrings, p.SSM_PARAMETER, { type: "String", value: "ami-123" }, null],
   ["private key in a String parameter", p.privateKeysInSecureStrings, p.SSM_PARAMETER, { type: "String", value: "-----BEGIN OPENSSH PRIVATE KEY-----" }, /is String, not SecureString/],
   ["private key in insecureValue", p.privateKeysInSecureStrings, p.SSM_PARAMETER, { type: "SecureString", insecureValue: "-----BEGIN OPENSSH PRIVATE KEY-----" }, /in insecureValue/],
+  ["private key as a write-only value of a SecureString", p.privateKeysInSecureStrings, p.SSM_PARAMETER, { type: "SecureString", valueWo: "-----BEGIN OPENSSH PRIVATE KEY-----", valueWoVersion: 1 }, null],
+  ["private key as a write-only value of a String", p.privateKeysInSecureStrings, p.SSM_PARAMETER, { type: "String", valueWo: "-----BEGIN OPENSSH PRIVATE KEY-----", valueWoVersion: 1 }, /\(valueWo\) but is String, not SecureString/],
+  ["private key under the relay's own key", p.privateKeysUnderOwnKey, p.SSM_PARAMETER, { type: "SecureString", valueWo: KEY_TEXT, keyId: KMS_ARN }, null],
+  ["private key under the default aws/ssm key", p.privateKeysUnderOwnKey, p.SSM_PARAMETER, { type: "SecureString", valueWo: KEY_TEXT }, /under the default aws\/ssm key: set keyId/],
+  ["private key under alias/aws/ssm", p.privateKeysUnderOwnKey, p.SSM_PARAMETER, { type: "SecureString", value: KEY_TEXT, keyId: "alias/aws/ssm" }, /under alias\/aws\/ssm/],
+  ["private key under the aws/ssm alias ARN", p.privateKeysUnderOwnKey, p.SSM_PARAMETER, { type: "SecureString", value: KEY_TEXT, keyId: "arn:aws:kms:us-east-1:123456789012:alias/aws/ssm" }, /under arn:aws:kms:.*alias\/aws\/ssm/],
+  ["a plain parameter without a key, no keyId", p.privateKeysUnderOwnKey, p.SSM_PARAMETER, { type: "String", value: "ami-123" }, null],
+  ["a KMS key whose policy names its principals", p.kmsKeysNamePrincipals, p.KMS_KEY, { policy: NAMED_KEY_POLICY }, null],
+  ["a KMS key with the default key policy", p.kmsKeysNamePrincipals, p.KMS_KEY, {}, /has the default key policy/],
+  ["a KMS key that delegates to the account (root, kms:*)", p.kmsKeysNamePrincipals, p.KMS_KEY, { policy: keyPolicy({ AWS: "arn:aws:iam::123456789012:root" }, "kms:*") }, /lets arn:aws:iam::123456789012:root kms:\*/],
+  ["a KMS key that lets everyone decrypt", p.kmsKeysNamePrincipals, p.KMS_KEY, { policy: keyPolicy("*", ["kms:Decrypt"]) }, /lets \* kms:Decrypt/],
+  ["a KMS key that lets the account id create grants", p.kmsKeysNamePrincipals, p.KMS_KEY, { policy: keyPolicy({ AWS: "123456789012" }, "kms:Create*") }, /lets 123456789012 kms:Create\*/],
+  ["a KMS key whose root statement only reads metadata", p.kmsKeysNamePrincipals, p.KMS_KEY, { policy: keyPolicy({ AWS: "arn:aws:iam::123456789012:root" }, ["kms:Describe*", "kms:List*"]) }, null],
   ["SSM core attachment", p.roleManagedPoliciesAllowlist, p.ROLE_POLICY_ATTACHMENT, { role: "r", policyArn: "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore" }, null],
   ["ECR read-only attachment", p.roleManagedPoliciesAllowlist, p.ROLE_POLICY_ATTACHMENT, { role: "r", policyArn: "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly" }, null],
   ["AdministratorAccess attachment", p.roleManagedPoliciesAllowlist, p.ROLE_POLICY_ATTACHMENT, { role: "r", policyArn: "arn:aws:iam::aws:policy/AdministratorAccess" }, /attaches arn:aws:iam::aws:policy\/AdministratorAccess/],
@@ -77,6 +97,27 @@ test("relay-single-ingress-rule counts inline and separate ingress rules across 
   t.regex((await check([sg, vpcRule]))[0]!, /declares 2 ingress rules/);
   const egressRule = policyResource(p.SG_RULE, { type: "egress", protocol: "tcp", fromPort: 443, toPort: 443 }, "out");
   t.deepEqual(await check([sg, egressRule]), [], "egress rules do not count");
+});
+
+test("ssm-core-role-reads-only-its-parameters: a role with SSM core needs the inline Deny of every other parameter", async (t) => {
+  const core = policyResource(p.ROLE_POLICY_ATTACHMENT, { role: "relay-role", policyArn: p.SSM_CORE }, "relay-role-core");
+  const ecr = policyResource(p.ROLE_POLICY_ATTACHMENT, { role: "relay-role", policyArn: "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly" }, "relay-role-ecr");
+  const inline = (policy: string, role = "relay-role") => policyResource(p.ROLE_POLICY, { role, policy }, "relay-host-key-read");
+  const check = (rs: ReturnType<typeof policyResource>[]) => p.stackViolationsOf(p.ssmCoreRoleReadsOnlyItsParameters, stackArgs(rs));
+  t.deepEqual(await check([core, ecr, inline(hostKeyReadPolicy(PARAM_ARN, KMS_ARN))]), [], "the relay's own policy");
+  t.deepEqual(await check([ecr]), [], "no SSM core, nothing to deny");
+  t.regex((await check([core]))[0] ?? "", /relay-role-core gives role relay-role AmazonSSMManagedInstanceCore, which reads every SSM parameter .* without an inline Deny/);
+  t.is((await check([core, inline(hostKeyReadPolicy(PARAM_ARN, KMS_ARN), "another-role")])).length, 1, "a Deny on another role does not count");
+  const deny = (st: object) => inline(JSON.stringify({ Version: "2012-10-17", Statement: [st] }));
+  t.is((await check([core, deny({ Effect: "Deny", Action: "ssm:GetParameter*", NotResource: "*" })])).length, 1, "NotResource * denies nothing");
+  t.is((await check([core, deny({ Effect: "Deny", Action: ["ssm:GetParameter"], NotResource: PARAM_ARN })])).length, 1, "GetParameters and GetParametersByPath still open");
+  t.deepEqual(await check([core, deny({ Effect: "Deny", Action: ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath", "ssm:GetParameterHistory"], NotResource: [PARAM_ARN] })]), []);
+  const role = policyResource(p.ROLE, { name: "r2", managedPolicyArns: [p.SSM_CORE] }, "r2");
+  t.regex((await check([role]))[0] ?? "", /r2 gives role r2/, "a role's own managedPolicyArns count too");
+});
+
+test("the pack allows exactly the managed policies the relay attaches", (t) => {
+  t.deepEqual([...p.ALLOWED_MANAGED_POLICIES].sort(), [...RELAY_MANAGED_POLICY_ARNS].sort());
 });
 
 test("the pack's policies have unique names and are all mandatory", (t) => {

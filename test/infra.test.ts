@@ -6,9 +6,10 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import test from "ava";
+import { awsManagedSsmKeyPolicy, canReadSecureString, identityDecision, kmsDecision, managedPolicy, type Principal } from "./infra/iamEval.ts";
 import { publicKeyLine } from "./infra/keys.ts";
 import {
-  EIP_ADDRESS, INSTANCE_ID, VOLUME_ID, installMocks, isSecret, privateKeyTexts, publicKeyLines,
+  ACCOUNT, DEPLOYER_ROLE_ARN, EIP_ADDRESS, INSTANCE_ID, REGION, VOLUME_ID, installMocks, isSecret, privateKeyTexts, publicKeyLines,
   resources, setRelayConfig, settled, valueOf, type RecordedResource,
 } from "./infra/mocks.ts";
 import { policyResource, resourceArgs, stackArgs } from "./infra/policyArgs.ts";
@@ -20,10 +21,12 @@ const policies = await import("../infra/policy/policies.ts");
 const publicKey = publicKeyLine;
 
 const ADMIN_KEY = publicKey();
+const BREAK_GLASS = `arn:aws:iam::${ACCOUNT}:role/break-glass`;
 const GOOD = {
   remotePort: "4022",
   allowedCidrs: JSON.stringify(["203.0.113.0/24", "2001:db8::/32"]),
   adminPublicKeys: JSON.stringify([ADMIN_KEY]),
+  keyAdminArns: JSON.stringify([BREAK_GLASS]),
 };
 
 type Outputs = ReturnType<typeof relayStack>;
@@ -77,19 +80,112 @@ test.serial("the instance requires IMDSv2, encrypts its root volume and boots ar
   t.is(i["userDataReplaceOnChange"], true);
 });
 
-test.serial("the role carries exactly the two managed policies, and reads only the host key parameter", (t) => {
+test.serial("the role carries exactly the two managed policies and one inline policy for its host key", (t) => {
   const attached = ofType("aws:iam/rolePolicyAttachment:RolePolicyAttachment").map((r) => r.inputs["policyArn"]).sort();
   t.deepEqual(attached, [
     "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
     "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
   ]);
   t.is(only("aws:iam/role:Role").inputs["managedPolicyArns"], undefined);
-  const inline = JSON.parse(String(only("aws:iam/rolePolicy:RolePolicy").inputs["policy"])) as { Statement: { Action: string[]; Resource: string }[] };
+  t.is(only("aws:iam/rolePolicy:RolePolicy").inputs["role"], only("aws:iam/role:Role").state["name"]);
+  t.like(only("aws:ssm/parameter:Parameter").inputs, { type: "SecureString" });
+});
+
+/** The instance role as AWS sees it: its managed policies (AWS's documents) and its inline ones. */
+function instanceRole(): Principal {
+  const role = only("aws:iam/role:Role");
+  const managed = ofType("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+    .filter((a) => a.inputs["role"] === role.state["name"])
+    .map((a) => managedPolicy(String(a.inputs["policyArn"])));
+  const inline = ofType("aws:iam/rolePolicy:RolePolicy").filter((p) => p.inputs["role"] === role.state["name"]).map((p) => String(p.inputs["policy"]));
+  return { arn: String(role.state["arn"]), identity: [...managed, ...inline] };
+}
+
+/** The key that encrypts the host key parameter, and its policy (aws/ssm's when none is named). */
+function hostKeyEncryption(): { keyArn: string; keyPolicy: string | object } {
+  const keyId = only("aws:ssm/parameter:Parameter").inputs["keyId"];
+  if (keyId === undefined || keyId === "alias/aws/ssm") {
+    return { keyArn: `arn:aws:kms:${REGION}:${ACCOUNT}:key/aws-ssm-managed`, keyPolicy: awsManagedSsmKeyPolicy(ACCOUNT, REGION) };
+  }
+  const key = ofType("aws:kms/key:Key").find((k) => k.state["arn"] === keyId || k.state["keyId"] === keyId);
+  if (!key) throw new Error(`the host key parameter names KMS key ${String(keyId)}, which the program does not create`);
+  return { keyArn: String(key.state["arn"]), keyPolicy: String(key.inputs["policy"]) };
+}
+
+const OTHER_PARAMETERS = [
+  `arn:aws:ssm:${REGION}:${ACCOUNT}:parameter/prod/db/password`,
+  `arn:aws:ssm:${REGION}:${ACCOUNT}:parameter/rtunnel/rtunnel/other-stack/relay/ssh_host_ed25519_key`,
+  `arn:aws:ssm:eu-west-1:${ACCOUNT}:parameter/x`,
+];
+
+test.serial("the instance role reads its host key parameter and no other: SSM core's GetParameter(s) on * is denied elsewhere", (t) => {
+  const role = instanceRole();
+  const hostKey = String(only("aws:ssm/parameter:Parameter").state["arn"]);
+  t.is(identityDecision(role.identity, { action: "ssm:GetParameter", resource: hostKey }), "allow");
+  for (const action of ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath", "ssm:GetParameterHistory"]) {
+    for (const resource of OTHER_PARAMETERS) t.is(identityDecision(role.identity, { action, resource }), "deny", `${action} on ${resource}`);
+  }
+  t.is(identityDecision(role.identity, { action: "ssm:UpdateInstanceInformation", resource: "*" }), "allow", "the SSM agent still registers");
+  t.is(identityDecision(role.identity, { action: "ssmmessages:OpenDataChannel", resource: "*" }), "allow", "Session Manager still works");
+});
+
+test.serial("only the instance role and the deployer can read the host key, not another principal of the account, not even an administrator", (t) => {
+  const parameterArn = String(only("aws:ssm/parameter:Parameter").state["arn"]);
+  const enc = { parameterArn, ...hostKeyEncryption(), region: REGION, account: ACCOUNT };
+  const admin = { identity: [managedPolicy("arn:aws:iam::aws:policy/AdministratorAccess")] };
+  t.true(canReadSecureString(instanceRole(), enc), "the instance role");
+  t.true(canReadSecureString({ arn: DEPLOYER_ROLE_ARN, ...admin }, enc), "the deployer (who holds the key in the Pulumi state anyway)");
+  t.false(canReadSecureString({ arn: `arn:aws:iam::${ACCOUNT}:role/ops`, identity: [managedPolicy("arn:aws:iam::aws:policy/AmazonSSMReadOnlyAccess")] }, enc), "an operator with SSM read-only access");
+  t.false(canReadSecureString({ arn: `arn:aws:iam::${ACCOUNT}:role/admin`, ...admin }, enc), "an account administrator (IAM cannot grant what the key policy does not)");
+  t.false(canReadSecureString({ arn: BREAK_GLASS, ...admin }, enc), "a key administrator");
+  t.false(canReadSecureString({ arn: `arn:aws:iam::${ACCOUNT}:root`, ...admin }, enc), "the account's root principal");
+});
+
+test.serial("the host key's KMS key: administrators manage it but cannot use it, decrypting is only through SSM, deletion waits 7 days", (t) => {
+  const keys = ofType("aws:kms/key:Key");
+  t.is(keys.length, 1, "one customer-managed key");
+  const key = keys[0]!;
+  t.like(key.inputs, { deletionWindowInDays: 7 });
+  const { keyArn, keyPolicy } = hostKeyEncryption();
+  const admin = [managedPolicy("arn:aws:iam::aws:policy/AdministratorAccess")];
+  for (const principal of [DEPLOYER_ROLE_ARN, BREAK_GLASS]) {
+    for (const action of ["kms:PutKeyPolicy", "kms:ScheduleKeyDeletion", "kms:DescribeKey", "kms:TagResource"]) {
+      t.is(kmsDecision(keyPolicy, { principal, identity: admin, action, resource: keyArn }), "allow", `${principal} ${action}`);
+    }
+    for (const action of ["kms:CreateGrant", "kms:ReEncryptFrom", "kms:Decrypt"]) {
+      t.is(kmsDecision(keyPolicy, { principal, identity: admin, action, resource: keyArn }), "implicit", `${principal} may not ${action} outside SSM`);
+    }
+  }
+  const role = instanceRole();
+  t.is(kmsDecision(keyPolicy, { principal: role.arn, identity: role.identity, action: "kms:Decrypt", resource: keyArn }), "implicit", "not even the instance role decrypts outside SSM");
+  const otherParameter = { "kms:ViaService": `ssm.${REGION}.amazonaws.com`, "kms:EncryptionContext:PARAMETER_ARN": OTHER_PARAMETERS[0]! };
+  t.is(kmsDecision(keyPolicy, { principal: role.arn, identity: role.identity, action: "kms:Decrypt", resource: keyArn, context: otherParameter }), "implicit", "nor another parameter encrypted under this key");
+});
+
+test.serial("the host key reaches SSM as a write-only value, a Pulumi secret, versioned by its public half", (t) => {
   const param = only("aws:ssm/parameter:Parameter");
-  t.deepEqual(inline.Statement[0]!.Action, ["ssm:GetParameter"]);
-  t.is(inline.Statement[0]!.Resource, String(param.state["arn"]));
-  t.deepEqual(inline.Statement[1]!.Action, ["kms:Decrypt"]);
-  t.like(param.inputs, { type: "SecureString" });
+  t.is(param.inputs["value"], undefined, "no readable value");
+  t.regex(String(param.inputs["valueWo"]), /^-----BEGIN OPENSSH PRIVATE KEY-----/);
+  t.true(isSecret(param.rawInputs["valueWo"]), "a secret on the wire");
+  t.true(Number.isInteger(param.inputs["valueWoVersion"]) && Number(param.inputs["valueWoVersion"]) >= 0);
+});
+
+test.serial("the ECR repository and the host key parameter carry the project and the stack, so two stacks never share them", (t) => {
+  t.is(only("aws:ecr/repository:Repository").inputs["name"], "rtunnel/rtunnel/test/relay-rtunneld");
+  t.is(only("aws:ssm/parameter:Parameter").inputs["name"], "/rtunnel/rtunnel/test/relay/ssh_host_ed25519_key");
+});
+
+test.serial("an upgrade keeps what holds the relay's identity and state under the names it had (so nothing is deleted and re-created)", (t) => {
+  const kept: [string, string][] = [
+    ["tls:index/privateKey:PrivateKey", "relay-host-key"],
+    ["aws:ebs/volume:Volume", "relay-data"],
+    ["aws:ec2/eip:Eip", "relay-eip"],
+    ["aws:ecr/repository:Repository", "relay-repo"],
+    ["aws:ssm/parameter:Parameter", "relay-host-key"],
+    ["aws:iam/role:Role", "relay-role"],
+  ];
+  for (const [type, name] of kept) t.true(resources.some((r) => r.type === type && r.name === name), `${type} ${name}`);
+  t.deepEqual(only("tls:index/privateKey:PrivateKey").inputs, { algorithm: "ED25519" }, "the host key's inputs are unchanged: it is not regenerated");
 });
 
 test.serial("the Elastic IP is associated with the instance and is the relay host", (t) => {
@@ -133,7 +229,7 @@ test.serial("no private key material in userData, tags or plain outputs", (t) =>
   }
   const holders = resources.filter((r) => needles.some((n) => JSON.stringify(r.inputs).includes(n))).map((r) => r.type).sort();
   t.deepEqual(holders, ["aws:ssm/parameter:Parameter"], "only the SecureString parameter receives the private key");
-  t.true(isSecret(only("aws:ssm/parameter:Parameter").rawInputs["value"]), "and it arrives there as a Pulumi secret");
+  t.true(isSecret(only("aws:ssm/parameter:Parameter").rawInputs["valueWo"]), "and it arrives there as a Pulumi secret");
 });
 
 test.serial("the host key output is the public half and its fingerprint matches ssh-keygen's", (t) => {

@@ -19,9 +19,13 @@ export const EBS_VOLUME = "aws:ebs/volume:Volume";
 export const SSM_PARAMETER = "aws:ssm/parameter:Parameter";
 export const ROLE = "aws:iam/role:Role";
 export const ROLE_POLICY_ATTACHMENT = "aws:iam/rolePolicyAttachment:RolePolicyAttachment";
+export const ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy";
+export const KMS_KEY = "aws:kms/key:Key";
+export const SSM_CORE = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore";
 
+/** Kept equal to infra/iam.ts's RELAY_MANAGED_POLICY_ARNS (a test holds them together). */
 export const ALLOWED_MANAGED_POLICIES: readonly string[] = [
-  "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
+  SSM_CORE,
   "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
 ];
 
@@ -144,16 +148,95 @@ export const noSecretsInUserData: ResourceValidationPolicy = {
   }),
 };
 
+/** Every property an SSM parameter's value can arrive in (valueWo: write-only, never in state). */
+const parameterValues = (props: Props): [string, string][] =>
+  (["value", "valueWo", "insecureValue"] as const).flatMap((k) => (props[k] === undefined ? [] : [[k, String(props[k])] as [string, string]]));
+
 export const privateKeysInSecureStrings: ResourceValidationPolicy = {
   name: "private-keys-in-securestring",
-  description: "An SSM parameter that holds a private key is a SecureString.",
+  description: "An SSM parameter that holds a private key (in value or valueWo) is a SecureString.",
   enforcementLevel: "mandatory",
   validateResource: forType(SSM_PARAMETER, (props, args, report) => {
-    const value = String(props["value"] ?? props["insecureValue"] ?? "");
-    if (props["insecureValue"] !== undefined && PRIVATE_KEY.test(String(props["insecureValue"]))) {
+    const holding = parameterValues(props).filter(([, v]) => PRIVATE_KEY.test(v)).map(([k]) => k);
+    if (holding.includes("insecureValue")) {
       report(`SSM parameter ${args.name} holds a private key in insecureValue`);
-    } else if (PRIVATE_KEY.test(value) && props["type"] !== "SecureString") {
-      report(`SSM parameter ${args.name} holds a private key but is ${String(props["type"])}, not SecureString`);
+    } else if (holding.length > 0 && props["type"] !== "SecureString") {
+      report(`SSM parameter ${args.name} holds a private key (${holding.join(", ")}) but is ${String(props["type"])}, not SecureString`);
+    }
+  }),
+};
+
+export const privateKeysUnderOwnKey: ResourceValidationPolicy = {
+  name: "private-keys-under-own-kms-key",
+  description: "A SecureString that holds a private key names a customer-managed KMS key: the AWS managed aws/ssm key lets every principal of the account decrypt through SSM.",
+  enforcementLevel: "mandatory",
+  validateResource: forType(SSM_PARAMETER, (props, args, report) => {
+    if (!parameterValues(props).some(([, v]) => PRIVATE_KEY.test(v))) return;
+    const keyId = props["keyId"] === undefined ? "" : String(props["keyId"]);
+    if (keyId === "" || /^(alias\/aws\/|arn:[^:]+:kms:[^:]*:[^:]*:alias\/aws\/)/.test(keyId)) {
+      report(`SSM parameter ${args.name} holds a private key under ${keyId || "the default aws/ssm key"}: set keyId to a customer-managed key whose policy names who may decrypt`);
+    }
+  }),
+};
+
+interface PolicyStatement { Effect?: unknown; Principal?: unknown; Action?: unknown; NotAction?: unknown; Resource?: unknown; NotResource?: unknown }
+const strings = (v: unknown): string[] => (Array.isArray(v) ? v.map(String) : v === undefined ? [] : [String(v)]);
+/** The statements of a policy document (JSON text or an object); a text that is not JSON has none. */
+function statementsOf(doc: unknown): PolicyStatement[] {
+  let d: unknown = doc;
+  if (typeof doc === "string") {
+    try {
+      d = JSON.parse(doc);
+    } catch {
+      return [];
+    }
+  }
+  const st = (d as { Statement?: unknown } | undefined)?.Statement;
+  return Array.isArray(st) ? (st as PolicyStatement[]) : st ? [st as PolicyStatement] : [];
+}
+/** Whether an IAM action pattern (with * and ?) covers `action`. */
+export function actionCovers(pattern: string, action: string): boolean {
+  return new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".")}$`, "i").test(action);
+}
+const PARAMETER_READS = ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath", "ssm:GetParameterHistory"];
+
+export const ssmCoreRoleReadsOnlyItsParameters: StackValidationPolicy = {
+  name: "ssm-core-role-reads-only-its-parameters",
+  description: "A role carrying AmazonSSMManagedInstanceCore (ssm:GetParameter(s) on every parameter) also carries an inline Deny of ssm:GetParameter* on all but named parameters.",
+  enforcementLevel: "mandatory",
+  validateStack: (args: StackValidationArgs, report: ReportViolation) => {
+    const inline = args.resources.filter((r) => r.type === ROLE_POLICY);
+    const carriers = [
+      ...args.resources.filter((r) => r.type === ROLE_POLICY_ATTACHMENT && r.props["policyArn"] === SSM_CORE).map((r) => ({ name: r.name, role: r.props["role"] })),
+      ...args.resources.filter((r) => r.type === ROLE && strings(r.props["managedPolicyArns"]).includes(SSM_CORE)).map((r) => ({ name: r.name, role: r.props["name"] })),
+    ];
+    for (const c of carriers) {
+      const denies = inline.filter((p) => p.props["role"] === c.role).flatMap((p) => statementsOf(p.props["policy"])).some((st) =>
+        st.Effect === "Deny"
+        && PARAMETER_READS.every((a) => strings(st.Action).some((pat) => actionCovers(pat, a)))
+        && st.Resource === undefined && strings(st.NotResource).length > 0 && !strings(st.NotResource).some((r) => r.includes("*")));
+      if (!denies) {
+        report(`${c.name} gives role ${String(c.role)} AmazonSSMManagedInstanceCore, which reads every SSM parameter of the account, without an inline Deny of ssm:GetParameter* on all but its own parameters (NotResource)`);
+      }
+    }
+  },
+};
+
+export const kmsKeysNamePrincipals: ResourceValidationPolicy = {
+  name: "kms-key-policy-names-who-decrypts",
+  description: "A KMS key policy grants decryption (or grants, or everything) only to named principals: not to \"*\" and not to an account's root, which hands the decision to every IAM policy of the account.",
+  enforcementLevel: "mandatory",
+  validateResource: forType(KMS_KEY, (props, args, report) => {
+    if (props["policy"] === undefined) {
+      report(`KMS key ${args.name} has the default key policy, which lets IAM policies of the whole account grant its use: give it a policy naming who may decrypt`);
+      return;
+    }
+    for (const st of statementsOf(props["policy"])) {
+      if (st.Effect !== "Allow") continue;
+      const principals = typeof st.Principal === "string" ? [st.Principal] : strings((st.Principal as { AWS?: unknown } | undefined)?.AWS);
+      const broad = principals.filter((p) => p === "*" || /^\d{12}$/.test(p) || /:root$/.test(p));
+      const uses = strings(st.Action).filter((a) => ["kms:Decrypt", "kms:CreateGrant", "kms:ReEncryptFrom"].some((x) => actionCovers(a, x)));
+      if (broad.length > 0 && uses.length > 0) report(`KMS key ${args.name} lets ${broad.join(", ")} ${uses.join(", ")}: name the principals that may use it`);
     }
   }),
 };
@@ -182,9 +265,11 @@ export const resourcePolicies: ResourceValidationPolicy[] = [
   volumesEncrypted,
   noSecretsInUserData,
   privateKeysInSecureStrings,
+  privateKeysUnderOwnKey,
+  kmsKeysNamePrincipals,
   roleManagedPoliciesAllowlist,
 ];
-export const stackPolicies: StackValidationPolicy[] = [singleIngressRuleInStack];
+export const stackPolicies: StackValidationPolicy[] = [singleIngressRuleInStack, ssmCoreRoleReadsOnlyItsParameters];
 export const allPolicies: (ResourceValidationPolicy | StackValidationPolicy)[] = [...resourcePolicies, ...stackPolicies];
 
 /** Runs one resource policy's checks and returns the violation messages (for tests and tools). */

@@ -60,6 +60,18 @@ export const RELAY_HARDENING_FLAGS: readonly string[] = [
  */
 export const RELAY_NET_FLAGS: readonly string[] = ["--sysctl", "net.ipv4.tcp_retries2=5"];
 
+/**
+ * The relay's log is bounded: sshd at LogLevel VERBOSE on an internet-facing port writes a line
+ * or more per connection attempt, and the engine's default json-file driver keeps all of it on
+ * the host's disk (8 GiB in the cloud). json-file with max-size/max-file is what every engine
+ * has (Docker Engine, Docker Desktop, Podman), keeps `docker logs` working, and is named
+ * explicitly because log options belong to a driver: under an engine whose default is another
+ * driver, max-file alone would be refused. At most 3 files of 10 MiB. In the cloud, systemd
+ * runs `docker run` in the foreground, so the same lines also reach the unit's journal, which
+ * journald caps by its own limits.
+ */
+export const RELAY_LOG_FLAGS: readonly string[] = ["--log-driver", "json-file", "--log-opt", "max-size=10m", "--log-opt", "max-file=3"];
+
 /** Arguments for `docker` (starting with `run`) that start the relay. */
 export function relayRunArgs(o: RelayRunOptions): string[] {
   const args = ["run"];
@@ -73,7 +85,7 @@ export function relayRunArgs(o: RelayRunOptions): string[] {
     args.push("-e", `${RELAY_CONNECTION_LIMITS[account as keyof typeof RELAY_CONNECTION_LIMITS].env}=${max}`);
   }
   if (o.settings?.jumpUnusedTimeout) args.push("-e", `${RELAY_ENV.jumpUnusedTimeout}=${o.settings.jumpUnusedTimeout}`);
-  args.push(...RELAY_HARDENING_FLAGS, ...RELAY_NET_FLAGS);
+  args.push(...RELAY_HARDENING_FLAGS, ...RELAY_NET_FLAGS, ...RELAY_LOG_FLAGS);
   args.push(...(o.extraFlags ?? []), o.image);
   return args;
 }

@@ -16,7 +16,7 @@ async function main(command: string | undefined): Promise<void> {
     case "prepare": {
       await ensureEngine();
       say(`base image debian:trixie-slim: ${await ensureBaseImage({ log: say })}`);
-      for (const name of ["rtunneld", "rtunnel", "host", "device", "relay-client"]) {
+      for (const name of ["rtunneld", "rtunnel", "host", "device", "relay-client", "relay-host"]) {
         const started = Date.now();
         say(`built ${await buildImage(name)} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
       }

@@ -14,6 +14,10 @@ export const EIP_ADDRESS = "203.0.113.10";
 export const INSTANCE_ID = "i-0123456789abcdef0";
 export const VOLUME_ID = "vol-0123456789abcdef0";
 export const OFFERED_ZONES = ["us-east-1c", "us-east-1a", "us-east-1b"];
+/** Who runs `pulumi up` under the mocks: an SSO-style role, logged in as an STS session. */
+export const DEPLOYER_ROLE_ARN = `arn:aws:iam::${ACCOUNT}:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_Admin_0123456789abcdef`;
+export const DEPLOYER_SESSION_ARN = `arn:aws:sts::${ACCOUNT}:assumed-role/AWSReservedSSO_Admin_0123456789abcdef/op@example.com`;
+export const KMS_KEY_ID = "0123abcd-4567-89ef-0123-456789abcdef";
 
 export interface RecordedResource {
   type: string;
@@ -96,6 +100,8 @@ function outputsFor(type: string, name: string, inputs: Record<string, unknown>)
     }
     case "aws:ec2/securityGroup:SecurityGroup":
       return { id: "sg-0123456789abcdef0", state: { ...inputs, arn: arn("ec2", "security-group/sg-0123456789abcdef0") } };
+    case "aws:kms/key:Key":
+      return { id: KMS_KEY_ID, state: { ...inputs, keyId: KMS_KEY_ID, arn: arn("kms", `key/${KMS_KEY_ID}`) } };
     case "aws:ebs/volume:Volume":
       return { id: VOLUME_ID, state: { ...inputs, arn: arn("ec2", `volume/${VOLUME_ID}`) } };
     case "aws:ec2/instance:Instance":
@@ -127,6 +133,17 @@ export const mocks: pulumi.runtime.Mocks = {
           expiresAt: "2099-01-01T00:00:00Z",
           id: REGION,
         };
+      case "aws:index/getCallerIdentity:getCallerIdentity":
+        return { id: ACCOUNT, accountId: ACCOUNT, arn: DEPLOYER_SESSION_ARN, userId: "AROAEXAMPLE:op@example.com" };
+      case "aws:iam/getSessionContext:getSessionContext": {
+        if (args.inputs["arn"] !== DEPLOYER_SESSION_ARN) throw new Error(`mock getSessionContext knows only ${DEPLOYER_SESSION_ARN} (got ${String(args.inputs["arn"])})`);
+        return {
+          id: DEPLOYER_SESSION_ARN, arn: DEPLOYER_SESSION_ARN, issuerArn: DEPLOYER_ROLE_ARN, issuerId: "AROAEXAMPLE",
+          issuerName: "AWSReservedSSO_Admin_0123456789abcdef", sessionName: "op@example.com",
+        };
+      }
+      case "aws:index/getRegion:getRegion":
+        return { id: REGION, name: REGION, region: REGION, description: "US East (N. Virginia)", endpoint: `ec2.${REGION}.amazonaws.com` };
       case "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings":
         return { id: REGION, locations: OFFERED_ZONES, locationTypes: OFFERED_ZONES.map(() => "availability-zone"), instanceTypes: OFFERED_ZONES.map(() => "t4g.nano") };
       default:
