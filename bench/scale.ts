@@ -204,7 +204,6 @@ export async function benchScale(w: World, o: { tunnels: number; connectRounds: 
   const floodS = (Date.now() - floodRestartAt) / 1000;
   await docker(["rm", "-f", attacker], { check: false });
   o.log(`scale: restart under a flood (${floodSent} connections in ${floodS.toFixed(0)} s): ${describeMarks(attacked)}; laptop ${victims.laptopOk}/${victims.laptopTries}, admin ${victims.adminOk}/${victims.adminTries}`);
-  const after = attacked.up;
   const allBackMs = plain.storm.marks.get(1)?.ms;
   const floodAllBackMs = attacked.marks.get(1)?.ms;
   const pidsStorm = await containerPidStats(w.relay);

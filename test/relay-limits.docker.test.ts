@@ -10,7 +10,7 @@
 // last, so each refusal is the one the test means. Nothing here waits for a duration to pass
 // except where a timeout is what is tested, and there only the outcome is asserted.
 import test from "ava";
-import { RELAY_CONNECTION_LIMITS, RELAY_CONTAINER_PORT } from "../lib/contract/relay.ts";
+import { RELAY_CONNECTION_LIMITS } from "../lib/contract/relay.ts";
 import { sh } from "../lib/shell.ts";
 import { buildImage, docker, ensureDocker, exec, openFrom, startFlood, useScope, waitFor } from "./bed/index.ts";
 import type { AuditEvent, Listing } from "../provision/relay/protocol.ts";
@@ -252,7 +252,7 @@ test("[docker] a flood of connections that never authenticate, from one address,
   const held = () => openFrom(r.container, attackerIp);
   await waitFor("the flood to be refused by the relay", async () => /drop connection #\d+ from \[[0-9.]+\]:\d+ on \[[0-9.]+\]:2222 Maxstartups/.test((await docker(["logs", r.container])).stderr), { tries: 480, intervalMs: 250 });
   let most = 0;
-  let sent = 0;
+  let sent: number;
   try {
     // While it floods: a device connects, a laptop reaches a device, the operator lists.
     await r.tunnel("late", late.port);
