@@ -5,11 +5,14 @@
 // address), each with its own configuration directory and key.
 import { CGROUP_ROW } from "./sizing.ts";
 import { readFile } from "node:fs/promises";
+import os from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import { renderAgentEnv, renderAgentKnownHosts } from "../lib/contract/agent.ts";
-import { RELAY_CONTAINER_PORT } from "../lib/contract/relay.ts";
+import { RELAY_CONNECTION_LIMITS, RELAY_CONTAINER_PORT } from "../lib/contract/relay.ts";
 import { parsePublicKey } from "../lib/keys.ts";
-import { docker, exec, inspect } from "../lib/fixtures/index.ts";
+import { docker, exec, inspect, openFrom, startFlood } from "../lib/fixtures/index.ts";
+import { ListAnswer } from "../provision/relay/protocol.ts";
+import { parseSshdT, renderDropIn, SSHD_DROP_IN, TUNNEL_SOURCES, tunnelConnectionSpec, tunnelDirectives } from "../provision/device/sshd.ts";
 import { connectCommands, parseTimings, timingScript } from "./connect.ts";
 import { containerMemoryBytes, containerPidStats, containerPss, containerPssBy } from "./procs.ts";
 import type { Row, Section } from "./results.ts";
@@ -41,6 +44,46 @@ async function listening(relayPid: number, ports: ReadonlySet<number>): Promise<
 
 const mib = (kib: number) => kib / 1024;
 
+const FRACTIONS = [0.5, 0.9, 1] as const;
+
+interface Convergence {
+  /** ms from the start to each fraction of the fleet up, with the 1-minute load average then */
+  marks: Map<number, { ms: number; load: number }>;
+  up: number;
+  timeline: string[];
+  peakLoad: number;
+}
+
+/**
+ * Samples `count` (how many of `n` devices are up) until all are, or `limitMs` passed. Records
+ * when 50/90/100% were first reached, with the load average beside each, and a 10 s timeline.
+ */
+async function converge(n: number, limitMs: number, count: () => Promise<number>, every = 1000): Promise<Convergence> {
+  const t0 = Date.now();
+  const marks = new Map<number, { ms: number; load: number }>();
+  const timeline: string[] = [];
+  let next = 0;
+  let up = 0;
+  let peakLoad = 0;
+  while (Date.now() - t0 < limitMs) {
+    up = await count().catch(() => up);
+    const ms = Date.now() - t0;
+    const load = os.loadavg()[0]!;
+    peakLoad = Math.max(peakLoad, load);
+    for (const f of FRACTIONS) if (up >= Math.ceil(f * n) && !marks.has(f)) marks.set(f, { ms, load });
+    if (ms >= next) {
+      timeline.push(`${(next / 1000).toFixed(0)} s: ${up} (load ${load.toFixed(0)})`);
+      next += 10_000;
+    }
+    if (up >= n) break;
+    await sleep(every);
+  }
+  return { marks, up, timeline, peakLoad };
+}
+
+const describeMarks = (c: Convergence) =>
+  FRACTIONS.map((f) => { const m = c.marks.get(f); return `${f * 100}% ${m ? `after ${(m.ms / 1000).toFixed(1)} s (load ${m.load.toFixed(1)})` : "not reached"}`; }).join(", ");
+
 export async function benchScale(w: World, o: { tunnels: number; connectRounds: number; log: (l: string) => void }): Promise<Section> {
   const n = o.tunnels;
   const findings: string[] = [];
@@ -48,6 +91,14 @@ export async function benchScale(w: World, o: { tunnels: number; connectRounds: 
   // The farm's network namespace is a plain host behind the home router (the agent image has
   // no `ip` to set its route); the agents run in the agent image, sharing that namespace.
   const farmNet = await w.net.attach(w.net.home, w.scope.name("farmnet"), ["--hostname", "farm", "--entrypoint", "sleep", w.images.host, "infinity"]);
+  // One sshd on the farm's port 22 answers for all N devices, so the relay's banner probe (what
+  // `list` calls online) reads a real sshd through every tunnel. It carries enrollment's own
+  // drop-in (rendered from this sshd's `sshd -T`, as on a device), and, because it stands for N
+  // devices' sshds at once, admits N probes at a time.
+  const sshdT = async (args: string[]) => parseSshdT((await exec(farmNet, ["sshd", "-T", ...args])).stdout);
+  await exec(farmNet, ["ssh-keygen", "-A"]);
+  const facts = { version: "", global: await sshdT([]), tunnel: await sshdT(["-C", tunnelConnectionSpec("pi", TUNNEL_SOURCES[0]!)]) };
+  await exec(farmNet, ["sh", "-c", `cat >${SSHD_DROP_IN} && printf 'MaxStartups ${n}:30:${2 * n}\\n' >/etc/ssh/sshd_config.d/farm.conf && /usr/sbin/sshd`], { input: renderDropIn(tunnelDirectives(facts)) });
   const farm = await w.scope.run(["--name", w.scope.name("farm"), "--network", `container:${farmNet}`, "--shm-size", "256m", "--entrypoint", "sleep", w.images.agent, "infinity"]);
   const farmSh = (script: string, timeoutMs = 600_000) => exec(farm, ["bash", "-c", script], { timeoutMs });
   // Keys, made in the farm (one per device), then registered one add-device each.
@@ -57,7 +108,8 @@ export async function benchScale(w: World, o: { tunnels: number; connectRounds: 
   const keygenS = (Date.now() - t) / 1000;
   if (pubs.length !== n) throw new Error(`made ${pubs.length} of ${n} device keys`);
   t = Date.now();
-  const lanes = 4;
+  // As many multiplexed admin connections as the admin key may hold, less lane 0 (the world's own).
+  const lanes = RELAY_CONNECTION_LIMITS.admin.max - 1;
   const ports = new Map<number, number>();
   await Promise.all(Array.from({ length: lanes }, async (_, lane) => {
     for (let k = lane; k < n; k += lanes) {
@@ -93,16 +145,19 @@ export async function benchScale(w: World, o: { tunnels: number; connectRounds: 
   await exec(farm, ["sh", "-c", "cat > /farm/devices"], { input: `${[...ports.keys()].join("\n")}\n` });
   t = Date.now();
   await docker(["exec", "-d", farm, "/farm/launch"]);
-  let up = 0;
-  const rampLimit = spreadMs + 180_000;
-  while (Date.now() - t < rampLimit) {
-    up = await listening(relayPid, portSet);
-    if (up === n) break;
-    await sleep(500);
-  }
+  // Up means what `status` calls online: the relay read the device's sshd banner through the tunnel.
+  const online = async () => {
+    const r = await w.admin(["list"]);
+    if (r.code !== 0) throw new Error(r.stderr);
+    return ListAnswer.parse(JSON.parse(r.stdout)).filter((l) => l.kind === "device" && l.name.startsWith("farm-") && l.online).length;
+  };
+  const rampLimit = spreadMs + 240_000;
+  const ramp = await converge(n, rampLimit, online);
+  let up = ramp.up;
   const rampS = (Date.now() - t) / 1000;
-  o.log(`scale: ${up} of ${n} tunnels up after ${rampS.toFixed(0)} s (starts spread over ${spreadMs / 1000} s)`);
+  o.log(`scale: ${up} of ${n} tunnels up (online in list) after ${rampS.toFixed(0)} s (starts spread over ${spreadMs / 1000} s): ${describeMarks(ramp)}`);
   if (up < n) findings.push(`Only ${up} of ${n} tunnels came up within ${(rampLimit / 1000).toFixed(0)} s of starting the farm.`);
+  up = await listening(relayPid, portSet);
   await sleep(5000); // let the last sessions settle before measuring memory
   const loadPss = await containerPss(w.relay);
   const loadBy = await containerPssBy(w.relay);
@@ -110,28 +165,47 @@ export async function benchScale(w: World, o: { tunnels: number; connectRounds: 
   const pidsLoaded = await containerPidStats(w.relay);
   const loadConnect = await conn();
 
-  // Relay restart: how long until every tunnel is back.
+  // Relay restart: how long until every tunnel is back, first alone, then with a flood of
+  // connections that never authenticate from an attacker's own address (its own site in the
+  // topology, CPU capped so the run measures connection slots, not a starved machine).
   const before = await containerPidStats(w.relay);
+  const stormLimit = 240_000;
+  const restartStorm = async () => {
+    await docker(["restart", "-t", "10", w.relay]);
+    return { storm: await converge(n, stormLimit, online) };
+  };
   const restartAt = Date.now();
+  const plain = await restartStorm();
+  o.log(`scale: restart: ${describeMarks(plain.storm)}`);
+  await sleep(10_000);
+  const attackSite = await w.net.addSite("attacker");
+  const attacker = await w.net.attach(attackSite, w.scope.name("attacker"), ["--cpus", "0.5", "--pids-limit", "2048", "--entrypoint", "sleep", w.images.host, "infinity"]);
+  const floodBound = 200_000;
+  const flood = startFlood(attacker, attackSite.routerWanIp, { host: w.relayIp }, floodBound);
+  await sleep(5000); // the flood holds its slots before the relay goes down and after
+  const floodRestartAt = Date.now();
   await docker(["restart", "-t", "10", w.relay]);
-  const back = Date.now();
-  const relayPid2 = Number(await inspect(w.relay, "{{.State.Pid}}"));
-  const marks: Record<string, number> = {};
-  const timeline: string[] = [];
-  let nextMark = 0;
-  const stormLimit = 180_000;
-  let after = 0;
-  while (Date.now() - back < stormLimit) {
-    after = await listening(relayPid2, portSet).catch(() => 0);
-    for (const f of [0.5, 0.9, 0.99]) if (after >= Math.ceil(f * n) && marks[String(f)] === undefined) marks[String(f)] = Date.now() - back;
-    if (Date.now() - back >= nextMark) {
-      timeline.push(`${(nextMark / 1000).toFixed(0)} s: ${after}`);
-      nextMark += 5000;
+  const victims = { laptopTries: 0, laptopOk: 0, adminTries: 0, adminOk: 0, attackerMostOpen: 0 };
+  let stormDone = false;
+  const probeVictims = (async () => {
+    while (!stormDone) {
+      victims.laptopTries++;
+      if ((await w.onLaptop("ssh -o BatchMode=yes -o ConnectTimeout=30 raspi true", 90_000)).code === 0) victims.laptopOk++;
+      victims.adminTries++;
+      if ((await w.admin(["host-key"])).code === 0) victims.adminOk++;
+      victims.attackerMostOpen = Math.max(victims.attackerMostOpen, await openFrom(w.relay, attackSite.routerWanIp).catch(() => 0));
+      await sleep(2000);
     }
-    if (after === n) break;
-    await sleep(250);
-  }
-  const allBackMs = after === n ? Date.now() - back : undefined;
+  })();
+  const attacked = await converge(n, stormLimit, online);
+  stormDone = true;
+  await probeVictims;
+  const floodSent = await flood.stop();
+  const floodS = (Date.now() - floodRestartAt) / 1000;
+  await docker(["rm", "-f", attacker], { check: false });
+  o.log(`scale: restart under a flood (${floodSent} connections in ${floodS.toFixed(0)} s): ${describeMarks(attacked)}; laptop ${victims.laptopOk}/${victims.laptopTries}, admin ${victims.adminOk}/${victims.adminTries}`);
+  const allBackMs = plain.storm.marks.get(1)?.ms;
+  const floodAllBackMs = attacked.marks.get(1)?.ms;
   const pidsStorm = await containerPidStats(w.relay);
   const relayLog = await docker(["logs", "--since", String(Math.floor(restartAt / 1000)), w.relay], { check: false });
   const logText = relayLog.stdout + relayLog.stderr;
@@ -139,7 +213,6 @@ export async function benchScale(w: World, o: { tunnels: number; connectRounds: 
   const drops = count(/drop connection #\d+/g);
   const penalties = count(/penalty/gi);
   const forkFail = count(/fork|Resource temporarily unavailable/gi);
-  o.log(`scale: after relay restart ${after} of ${n} back ${allBackMs !== undefined ? `in ${(allBackMs / 1000).toFixed(1)} s` : `(not all within ${stormLimit / 1000} s)`}`);
   const samples = (re: RegExp) => [...new Set(logText.split("\n").filter((l) => re.test(l)).map((l) => l.replace(/#\d+/g, "#N").replace(/port \d+/g, "port P").replace(/\b\d+(\.\d+){3}\b/g, "ADDR")))].slice(0, 3);
   const penaltyLines = samples(/penalt/i);
   const dropLines = samples(/drop connection|MaxStartups/);
@@ -179,18 +252,29 @@ export async function benchScale(w: World, o: { tunnels: number; connectRounds: 
     },
     { name: "control: direct connect while the farm runs", unit: "ms", values: loadConnect.direct ?? [], baseline: { name: "direct, before and after the farm", values: idleDirect }, note: "how much the farm's load alone slows this machine" },
   ];
-  if (allBackMs !== undefined) {
-    rows.push({
-      name: `relay restart → all ${n} tunnels back`, unit: "s", values: [allBackMs / 1000],
-      baseline: { name: "time to the first 50% back", values: [(marks["0.5"] ?? NaN) / 1000] },
-      goal: { text: "60 s or less, no device permanently failed", on: "value", kind: "max", limit: 60 },
-    });
-  } else {
-    findings.push(`After the relay restart only ${after} of ${n} tunnels were back within ${stormLimit / 1000} s: goal missed (${n - after} devices not back).`);
+  const ms = (c: Convergence, f: number) => (c.marks.get(f)?.ms ?? NaN) / 1000;
+  rows.push({
+    name: `farm start → all ${n} devices online (banner through the tunnel)`, unit: "s", values: [ms(ramp, 1)],
+    baseline: { name: "time to the first 50% online", values: [ms(ramp, 0.5)] },
+    note: `starts spread over ${spreadMs / 1000} s; peak load ${ramp.peakLoad.toFixed(0)}`,
+  });
+  for (const [label, c, done] of [["relay restart", plain.storm, allBackMs], ["relay restart during a pre-auth flood from another address", attacked, floodAllBackMs]] as const) {
+    if (done !== undefined) {
+      rows.push({
+        name: `${label} → all ${n} devices online`, unit: "s", values: [done / 1000],
+        baseline: { name: "time to the first 50% online", values: [ms(c, 0.5)] },
+        goal: { text: "60 s or less, no device permanently failed", on: "value", kind: "max", limit: 60 },
+        note: `peak load ${c.peakLoad.toFixed(0)}`,
+      });
+    } else {
+      findings.push(`${label}: only ${c.up} of ${n} devices were online within ${stormLimit / 1000} s: goal missed.`);
+    }
   }
   findings.push(
-    `Restart storm: 50% back after ${((marks["0.5"] ?? NaN) / 1000).toFixed(1)} s, 90% after ${((marks["0.9"] ?? NaN) / 1000).toFixed(1)} s, 99% after ${((marks["0.99"] ?? NaN) / 1000).toFixed(1)} s; the relay's log since the restart has ${drops} MaxStartups drops ("drop connection #"), ${penalties} PerSourcePenalties lines and ${forkFail} fork failures; the farm's clients made ${farmAttempts} connection attempts that ended (all of them, since the farm started).`,
-    `Tunnels back after the restart, every 5 s: ${timeline.join(", ")}.`,
+    `Ramp (farm start): ${describeMarks(ramp)}. Timeline: ${ramp.timeline.join(", ")}.`,
+    `Relay restart: ${describeMarks(plain.storm)}. Timeline: ${plain.storm.timeline.join(", ")}.`,
+    `Relay restart during the flood: ${describeMarks(attacked)}. Timeline: ${attacked.timeline.join(", ")}. The attacker (its own site, one address, CPU capped at 0.5) opened ${floodSent} connections in ${floodS.toFixed(0)} s, never more than ${victims.attackerMostOpen} open at once on the relay at a sample; meanwhile the office laptop's \`ssh raspi true\` succeeded ${victims.laptopOk} of ${victims.laptopTries} times and the operator's admin call ${victims.adminOk} of ${victims.adminTries}.`,
+    `The relay's log since the first restart has ${drops} MaxStartups drops ("drop connection #"), ${penalties} PerSourcePenalties lines and ${forkFail} fork failures; the farm's clients made ${farmAttempts} connection attempts that ended (all of them, since the farm started).`,
     ...(penaltyLines.length ? [`PerSourcePenalties lines in the relay's log (all devices share the home router's address, so a penalty there blocks every one of them): ${penaltyLines.map((l) => `\`${l.replace(/^.*?sshd/, "sshd")}\``).join("; ")}.`] : []),
     ...(dropLines.length ? [`MaxStartups lines: ${dropLines.map((l) => `\`${l.replace(/^.*?sshd/, "sshd")}\``).join("; ")}.`] : []),
     `Relay pids: limit ${pidsLoaded.max}, ${pidsLoaded.current} in use with ${up} tunnels (${((pidsLoaded.current - 4) / Math.max(1, up)).toFixed(1)} per tunnel), peak ${pidsStorm.peak ?? "?"}; forks refused at the limit: ${before.refused} before the restart, ${pidsStorm.refused} after it.`,
@@ -203,10 +287,10 @@ export async function benchScale(w: World, o: { tunnels: number; connectRounds: 
   }
   method.push(
     `Devices: ${n} keys (ed25519, made in the farm container), registered by \`add-device farm-NNNN\` over ${lanes} multiplexed admin connections; ${n} copies of the real device agent (images/rtunnel/agent: its ssh options, its backoff, its log) in one farm container from the agent image behind the home router (one NAT source address for all), each with its own /etc/rtunnel-like directory written by the same renderers enrollment uses, starts spread at random over ${spreadMs / 1000} s.`,
-    "A tunnel counts as up when its port listens on the relay's loopback (read from the relay's network namespace, /proc/PID/net/tcp): the relay's own view, the same test as the admin `list`'s online flag.",
+    "A device counts as up when the relay's `list` says online: its port listens on the relay's loopback and the relay read an SSH banner through it (the farm runs one sshd that answers for all devices, with loopback exempt from penalties as enrollment's drop-in sets it). Sampled once a second (each sample is one `list`, whose probes are cached 30 s per listener).",
     "Memory: PSS from /proc/PID/smaps_rollup summed over every process in the relay container's cgroup, once idle (the raspi's tunnel only) and once with all tunnels up; per tunnel = (loaded - idle) / N. Single measurements (1 run).",
     `Connect: ${o.connectRounds} rounds of cold \`ssh raspi true\` and direct, interleaved, before the farm starts and again after it is removed (idle: both pooled) and with all tunnels up; direct is the control for the machine's own load.`,
-    "Restart: `docker restart -t 10` of the relay with all tunnels up; then the number of listening forwarded ports every 250 ms until all are back (limit 180 s). 1 run.",
+    "Restart: `docker restart -t 10` of the relay with all devices online, then the online count until all are back (limit 240 s); then the same again while an attacker floods: a container on its own site (own router, own address), `--cpus 0.5`, opening connections that send nothing as fast as it can (lib/fixtures/flood.ts, bounded to 200000 connections and stopped when the storm ends), aimed only at the test relay; the office laptop's `ssh raspi true` and an admin call are tried in turn through the storm. 1 run each. 50/90/100% with the 1-minute load average at that moment.",
   );
   return { id: "scale", title: `Scale: ${n} device tunnels on one relay`, method, rows, findings, tunnelsUp: up };
 }

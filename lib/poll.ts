@@ -33,3 +33,41 @@ export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (it
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
   return out;
 }
+
+/**
+ * mapLimit that also runs at most `perKey` items of one key at a time (results in input
+ * order): a table of ssh cases must stay inside the relay's per-key connection limits,
+ * whatever order its cases come in.
+ */
+export async function mapLimitPerKey<T, R>(
+  items: readonly T[],
+  { limit, perKey, keyOf }: { limit: number; perKey: number; keyOf: (item: T) => string },
+  fn: (item: T, index: number) => Promise<R>,
+): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  const waiting = items.map((_, i) => i);
+  const running = new Map<string, number>();
+  const sleepers: (() => void)[] = [];
+  const lane = async (): Promise<void> => {
+    for (;;) {
+      const at = waiting.findIndex((i) => (running.get(keyOf(items[i]!)) ?? 0) < perKey);
+      if (at < 0) {
+        if (!waiting.length) return;
+        // Every waiting item's key is busy: sleep until some item ends.
+        await new Promise<void>((r) => sleepers.push(r));
+        continue;
+      }
+      const [i] = waiting.splice(at, 1) as [number];
+      const key = keyOf(items[i]!);
+      running.set(key, (running.get(key) ?? 0) + 1);
+      try {
+        out[i] = await fn(items[i]!, i);
+      } finally {
+        running.set(key, running.get(key)! - 1);
+        for (const wake of sleepers.splice(0)) wake();
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
+  return out;
+}

@@ -151,7 +151,7 @@ export function program(): Command {
   ).action(async (name: string, o: Opts) => {
     const r = await revokeDevice({ ...fleet(o), name, skipDevice: Boolean(o.skipDevice) });
     if (o.json) process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
-    else err(`revoked ${name}${r.deviceCleaned ? " (device key deleted, agent stopped)" : " (the device itself was not cleaned: see the warning)"}`);
+    else err(`revoked ${name}${r.deviceCleaned ? ` (device key deleted, agent stopped${r.deviceSshd.length ? ", sshd drop-in removed" : ""})` : " (the device itself was not cleaned: see the warning)"}`);
   });
 
   common(

@@ -8,8 +8,10 @@ import { AGENT_BACKOFF, AGENT_CONF_DIR, AGENT_ENV_KEYS, AGENT_EXIT, AGENT_FILES,
 import {
   DEFAULT_PORT_RANGE,
   NAME_PATTERN,
+  JUMP_UNUSED_TIMEOUT,
   RELAY_ACCOUNTS,
   RELAY_ADMIN_KEYS_PATH,
+  RELAY_CONNECTION_LIMITS,
   RELAY_AUDIT_FILE,
   RELAY_CONTAINER_PORT,
   RELAY_ENV,
@@ -22,6 +24,7 @@ import {
 } from "../lib/contract/relay.ts";
 import { relayRunArgs } from "../lib/contract/relayRun.ts";
 import { repoRoot } from "../lib/paths.ts";
+import { CONTROL_PERSIST } from "../provision/laptop/model.ts";
 
 const relay = (file: string) => readFileSync(path.join(repoRoot, "images", "rtunneld", file), "utf8");
 const agent = (file: string) => readFileSync(path.join(repoRoot, "images", "rtunnel", file), "utf8");
@@ -104,4 +107,23 @@ test("the agent's exit codes and state words are the contract's, in the script a
     t.regex(readme, new RegExp(`^\\| ${code} \\|`, "m"), `README row for ${code}`);
   }
   for (const state of AGENT_STATES) t.regex(script, new RegExp(`log "${state}[: ]`), state);
+});
+
+/** "15m" / "900" / "1h" in seconds (sshd's time format, the units the entrypoint accepts). */
+const seconds = (v: string) => Number(v.replace(/[smh]$/, "")) * ({ s: 1, m: 60, h: 3600 }[v.slice(-1)] ?? 1);
+
+test("the connection limits and the jump idle timeout: the entrypoint's defaults are the contract's, longer than ControlPersist", (t) => {
+  const entry = relay("entrypoint");
+  const lines = [...entry.matchAll(/^[A-Z_]+=\$\{(RTUNNELD_[A-Z_]+):-([^}]+)\}$/gm)].map((m) => [m[1], m[2]]);
+  const defaults = Object.fromEntries(lines);
+  for (const [account, { env, max }] of Object.entries(RELAY_CONNECTION_LIMITS)) {
+    t.is(defaults[env], String(max), `${account}: ${env}`);
+    // The account names the entrypoint writes into the limits file, in the same order as the lookup reads them.
+    t.regex(entry, new RegExp(`${account} %s`), account);
+  }
+  t.is(defaults[RELAY_ENV.jumpUnusedTimeout], JUMP_UNUSED_TIMEOUT);
+  t.true(seconds(JUMP_UNUSED_TIMEOUT) > seconds(CONTROL_PERSIST), `${JUMP_UNUSED_TIMEOUT} must exceed ControlPersist ${CONTROL_PERSIST}`);
+  t.regex(relay("sshd_config"), /^Match User jump\n(?:\t.*\n)*\tInclude \/run\/rtunneld\/sshd_jump\.conf\n/m, "the jump block includes the timeout the entrypoint writes");
+  t.regex(entry, /UnusedConnectionTimeout %s.*>"\$RUN\/sshd_jump\.conf"/);
+  t.notRegex(relay("sshd_config"), /^Match User (tunnel|admin)\n(?:\t.*\n)*\tInclude /m, "no idle timeout for tunnel (a -R listener is not a channel) or admin");
 });

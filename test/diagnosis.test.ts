@@ -31,6 +31,9 @@ test("the agent's state and log lines name the likely cause and its fix", (t) =>
     ["stopped for no known reason", { state: { status: "exited", running: false, exitCode: 0, restartCount: 0 }, log: [line("stopping")], relay },
       /exited, exit code 0/, /not running: start it/],
     ["running, nothing wrong yet", { state: running, log: [line("connecting to 203.0.113.7:12345")], relay }, /running/, /longer --timeout/],
+    ["the tunnel is up, the device's sshd does not answer", { state: running, log: [line("up: relay 127.0.0.1:20000 -> localhost:22")], relay, tunnel: { listening: true, banner: null } },
+      /running/, /device's sshd does not answer through it: check that sshd runs/],
+    ["the tunnel answers: nothing to explain from the tunnel", { state: running, log: [line("connecting to 203.0.113.7:12345")], relay, tunnel: { listening: true, banner: "SSH-2.0-OpenSSH_10.0" } }, /running/, /longer --timeout/],
   ];
   for (const [what, facts, state, fix] of cases) {
     const d = diagnoseAgent(facts);
@@ -49,6 +52,8 @@ test("a rotation that did not finish is explained from the relay's audit since t
   t.regex(rotationStall([conn("2026-12-01T10:00:01Z", OLD, "device:raspi:20000")], o), /has seen no connection/, "before the switch does not count");
   t.regex(rotationStall([conn("2026-12-01T10:00:06Z", OLD, null), conn("2026-12-01T10:00:09Z", OLD, null)], o), /still offers its old key \(refused 2 time\(s\) since the switch, last at 2026-12-01T10:00:09Z\)/);
   t.regex(rotationStall([conn("2026-12-01T10:00:07Z", NEW, "device:raspi:20000")], o), /accepted the new key 1 time\(s\)/);
+  const atLimit = { ...conn("2026-12-01T10:00:08Z", NEW, "device:raspi:20000"), refused: "limit" as const, limit: 2 };
+  t.regex(rotationStall([atLimit, atLimit], o), /refused the new key 2 time\(s\) for holding its limit of live connections/);
 });
 
 test("relay facts: a laptop side and a device side; the file the demo writes reads back the same", (t) => {

@@ -87,6 +87,8 @@ async function snapshot() {
   const device = async (c: string) =>
     (await bed.scope.exec(c, ["sh", "-c", [
       "ls -la --time-style=full-iso /etc/rtunnel 2>&1; sha256sum /etc/rtunnel/* 2>&1",
+      // the device's sshd: its files, and its listener's sockets (a reload replaces them)
+      "sha256sum /etc/ssh/sshd_config /etc/ssh/sshd_config.d/* 2>&1; ls -l /proc/$(cat /run/sshd.pid)/fd 2>&1 | grep -o 'socket:.*' | sort",
       "cat /home/pi/.ssh/authorized_keys",
       "if command -v docker >/dev/null; then docker ps -a --no-trunc --format '{{.ID}} {{.Image}} {{.CreatedAt}} {{.State}}'; docker image ls -q --no-trunc; fi",
     ].join("; ")], { check: false })).stdout;

@@ -5,7 +5,7 @@ import test from "ava";
 import { parsePublicKey } from "../lib/keys.ts";
 import { resolveAudit } from "../provision/commands/audit.ts";
 import { droppedDevices } from "../provision/commands/clients.ts";
-import { fleetStatus, statusExitCode } from "../provision/commands/status.ts";
+import { fleetStatus, renderList, statusExitCode, summaryLine } from "../provision/commands/status.ts";
 import { emptyModel, readModel, renderFragment, renderKnown, withDevice, withoutDevice, withRelay } from "../provision/laptop/model.ts";
 import { unconfirmedCutWarning } from "../provision/relay/admin.ts";
 import { replay, revokedDevices } from "../provision/relay/history.ts";
@@ -14,12 +14,13 @@ import { enrollClientName, keyHeldElsewhere } from "../provision/relay/registry.
 
 const FP = (c: string) => `SHA256:${c.repeat(43)}`;
 const T = (s: number) => `2026-01-01T00:00:${String(s).padStart(2, "0")}Z`;
-const dev = (name: string, online: boolean): DeviceListing => ({ name, kind: "device", port: 20000, fingerprint: FP("a"), online, connectedSince: null, lastSeen: null });
-const client = (name: string, fp: string, devices: string[]): ClientListing => ({ name, kind: "client", fingerprint: FP(fp), online: false, connectedSince: null, lastSeen: null, devices, all: false });
+const idle = { connectedSince: null, lastSeen: null, connections: 0, limit: 2, lastRefused: null };
+const dev = (name: string, online: boolean): DeviceListing => ({ ...idle, name, kind: "device", port: 20000, fingerprint: FP("a"), online, listening: online, banner: online ? "SSH-2.0-OpenSSH_10.0" : null });
+const client = (name: string, fp: string, devices: string[]): ClientListing => ({ ...idle, name, kind: "client", fingerprint: FP(fp), online: false, limit: 32, devices, all: false });
 const addDevice = (s: number, name: string, fp: string): ChangeEvent => ({ time: T(s), type: "change", verb: "add-device", name, fingerprint: FP(fp), port: 20000, from: "10.0.0.1" });
 const addClient = (s: number, name: string, fp: string, devices: string[]): ChangeEvent => ({ time: T(s), type: "change", verb: "add-client", name, fingerprint: FP(fp), all: false, devices, from: "10.0.0.1" });
 const remove = (s: number, name: string, kind: "device" | "client", fp: string): ChangeEvent => ({ time: T(s), type: "change", verb: "remove", name, kind, fingerprint: FP(fp), from: "10.0.0.1" });
-const conn = (s: number, account: "tunnel" | "jump", fp: string, key: string | null): ConnectionEvent => ({ time: T(s), type: "connection", account, fingerprint: FP(fp), key, pid: s });
+const conn = (s: number, account: ConnectionEvent["account"], fp: string, key: string | null): ConnectionEvent => ({ time: T(s), type: "connection", account, fingerprint: FP(fp), key, pid: s });
 
 test("a device whose last registry change is a remove is revoked, until the name is added again", (t) => {
   const events = [addDevice(0, "a", "a"), addDevice(1, "b", "b"), remove(2, "a", "device", "a"), remove(3, "b", "device", "b"), addDevice(4, "b", "c"), remove(5, "laptop", "client", "d")];
@@ -37,6 +38,17 @@ test("status exits 0 only when every registered device is online; revoked ones d
   t.is(statusExitCode(fleetStatus([], [])), 0);
 });
 
+test("status: a tunnel that listens with no sshd answering is 'no answer', not online; connections, limits and the last refusal show", (t) => {
+  const silent: DeviceListing = { ...dev("b", false), listening: true, connections: 2, lastRefused: { time: T(9), reason: "limit", limit: 2 } };
+  const s = fleetStatus([dev("a", true), silent], []);
+  t.deepEqual(s.entries.map((e) => [e.name, e.state]), [["a", "online"], ["b", "no-answer"]]);
+  t.is(statusExitCode(s), 7);
+  const table = renderList(s.entries).split("\n");
+  t.regex(table[0]!, /NAME\s+KIND\s+STATE\s+PORT\s+CONNS\s+CONNECTED SINCE\s+LAST SEEN\s+LAST REFUSED/);
+  t.regex(table[2]!, /^b\s+device\s+no answer\s+20000\s+2\/2\s+.*2026-01-01T00:00:09Z \(limit 2\)/);
+  t.regex(summaryLine(s), /^1\/2 devices online, 1 with a tunnel but no answer from the device's sshd \(exit 7/);
+});
+
 test("the audit names devices and laptops, and the device a laptop could reach then, from the same replay", (t) => {
   const events: AuditEvent[] = [
     addDevice(1, "raspi", "a"),
@@ -47,8 +59,13 @@ test("the audit names devices and laptops, and the device a laptop could reach t
     conn(6, "tunnel", "a", null),
     conn(7, "jump", "l", "client:laptop"),
     conn(8, "jump", "z", null),
+    { ...conn(9, "jump", "l", "client:laptop"), refused: "limit", limit: 32 },
+    { ...conn(10, "tunnel", "b", "device:nas:20001"), refused: "limit", limit: 2 },
+    conn(11, "admin", "m", "admin:1"),
+    { ...conn(12, "admin", "m", "admin:1"), refused: "limit", limit: 4 },
   ];
-  t.deepEqual(resolveAudit(events).map((r) => [r.event, r.who, r.device]), [
+  const rows = resolveAudit(events);
+  t.deepEqual(rows.map((r) => [r.event, r.who, r.device]), [
     ["add-device", "raspi", "raspi"],
     ["add-client", "laptop", "-"],
     ["tunnel", "raspi", "raspi"],
@@ -57,7 +74,12 @@ test("the audit names devices and laptops, and the device a laptop could reach t
     ["refused", "device raspi (removed)", "-"],
     ["connect", "laptop", "-"],
     ["refused", "unknown jump key", "-"],
+    ["refused", "laptop", "-"],
+    ["refused", "nas", "nas"],
+    ["admin", "admin key 1", "-"],
+    ["refused", "admin key 1", "-"],
   ]);
+  t.deepEqual(rows.slice(-4).map((r) => r.detail), ["jump key at its limit of 32 live connections", "tunnel key at its limit of 2 live connections", `key ${FP("m").slice(0, 19)}...`, "admin key at its limit of 4 live connections"]);
   const end = replay(events);
   t.deepEqual(end.grants.get("laptop"), [], "the removed device left the grant");
 });

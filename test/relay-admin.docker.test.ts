@@ -1,10 +1,17 @@
 // The admin command over real ssh: every verb's happy path, every kind of bad input refused
-// with one line and the registry left byte-for-byte unchanged, and 20 parallel enrollments.
+// with one line and the registry left byte-for-byte unchanged, and 20 enrollments as parallel as
+// the admin key's connection limit allows.
 import test from "ava";
+import { RELAY_CONNECTION_LIMITS } from "../lib/contract/relay.ts";
 import { ensureDocker, exec, mapLimit, useScope } from "./bed/index.ts";
 import { ANSWERS, type JsonVerb } from "../provision/relay/protocol.ts";
 import { fixtureShapes, shapeOf } from "./protocol/fixtures.ts";
+import fc from "fast-check";
+import { hostileAdminCall, hostileAnswerProblems } from "./relay/hostile.ts";
 import { startRelay } from "./relay/fixture.ts";
+
+/** Admin calls at once: one below the admin key's limit (a finished call's server process may outlive the client by a moment). */
+const ADMIN_AT_ONCE = RELAY_CONNECTION_LIMITS.admin.max - 1;
 
 test.before(async () => {
   await ensureDocker();
@@ -130,8 +137,10 @@ test("[docker] admin bad input: a clear one-line error, a non-zero exit, and the
     ...badKeys.map(([what, input]) => ({ what: `key: ${what}`, words: ["add-device", "fresh"], input })),
     ...badKeys.slice(0, 6).map(([what, input]) => ({ what: `client key: ${what}`, words: ["add-client", "lap", "--all"], input })),
   ];
-  // A few at a time: each case is an ssh login and a python start on a shared 2-core machine.
-  const results = await mapLimit(cases, 4, async (c) => ({ c, res: await r.admin(c.words, c.input) }));
+  // A few at a time: each case is an ssh login and a python start on a shared 2-core machine,
+  // and one admin key holds at most RELAY_CONNECTION_LIMITS.admin live connections (one less
+  // here: a finished call's server process may outlive the client by a moment).
+  const results = await mapLimit(cases, ADMIN_AT_ONCE, async (c) => ({ c, res: await r.admin(c.words, c.input) }));
   const wrong: string[] = [];
   for (const { c, res } of results) {
     const lines = res.stderr.trim().split("\n");
@@ -146,12 +155,13 @@ test("[docker] admin bad input: a clear one-line error, a non-zero exit, and the
   t.deepEqual((await exec(r.container, ["sh", "-c", "ls -A /var/lib/rtunneld/registry"])).stdout.split("\n").filter(Boolean).sort(), [".lock", "audit.log", "registry.json"], "no temp file left behind");
 });
 
-test("[docker] 20 parallel add-device calls get 20 distinct ports and leave a valid registry", async (t) => {
+test(`[docker] 20 add-device calls, ${ADMIN_AT_ONCE} at a time, get 20 distinct ports and leave a valid registry`, async (t) => {
   const scope = useScope(t);
   const r = await startRelay(scope);
   const names = Array.from({ length: 20 }, (_, i) => `dev${i}`);
   const keys = await Promise.all(names.map((n) => r.key(n)));
-  const out = await Promise.all(names.map((n, i) => r.adminJson<DeviceOut>(["add-device", n], keys[i])));
+  // As parallel as the admin key's connection limit allows: the registry's lock is what is tested.
+  const out = await mapLimit(names, ADMIN_AT_ONCE, (n, i) => r.adminJson<DeviceOut>(["add-device", n], keys[i]));
   const ports = out.map((o) => o.port);
   t.is(new Set(ports).size, 20, `ports: ${ports.join(",")}`);
   t.true(ports.every((p) => p >= 20000 && p < 20020), "the lowest 20 ports of the range");
@@ -161,4 +171,32 @@ test("[docker] 20 parallel add-device calls get 20 distinct ports and leave a va
   // And every one of them can hold its tunnel: the rendered keys match the registry.
   await Promise.all(out.slice(0, 5).map((o) => r.tunnel(o.name, o.port)));
   t.pass();
+});
+
+test("[docker] 200 hostile admin calls over ssh (fast-check: names, flags, keys, long and binary lines): each refused with one line, the registry byte-for-byte as it was after each", async (t) => {
+  t.timeout(30 * 60_000);
+  const scope = useScope(t);
+  const r = await startRelay(scope);
+  await r.adminJson(["add-device", "existing"], await r.key("existing"));
+  const good = await r.key("good");
+  // One multiplexed admin connection, one command at a time,
+  // so 200 calls cost one handshake and stay inside the admin key's connection limit.
+  const mux = ["-T", "-o", "ControlMaster=auto", "-o", "ControlPath=/tmp/admin-mux-%C", "-o", "ControlPersist=300"];
+  let refused = 0;
+  await fc.assert(
+    fc.asyncProperty(hostileAdminCall(good, "existing"), async (c) => {
+      const before = await r.registry();
+      const res = await r.ssh("admin", "admin", mux, c.words, c.key);
+      const problems = hostileAnswerProblems(c, res);
+      if (res.code !== 0) {
+        refused++;
+        if ((await r.registry()) !== before) problems.push(`${JSON.stringify(c.line)} changed the registry`);
+      }
+      t.deepEqual(problems, []);
+      return problems.length === 0;
+    }),
+    { numRuns: 200 },
+  );
+  t.log(`${refused} of 200 hostile calls refused by the real relay`);
+  t.true(refused >= 150, `only ${refused} refusals: the generator missed its target`);
 });

@@ -10,7 +10,7 @@ RUN=/run/rtunneld
 STATE=/var/lib/rtunneld
 # Records are DIR/PID.START.USER.KEY (rtunneld-keys writes them, the reaper and the admin command read them).
 # shellcheck disable=SC2034
-RECORD_RE='^([0-9]+)\.([0-9]+)\.(tunnel|jump)\.([A-Za-z0-9_-]{43})$'
+RECORD_RE='^([0-9]+)\.([0-9]+)\.(tunnel|jump|admin)\.([A-Za-z0-9_-]{43})$'
 # shellcheck disable=SC2034
 FP_RE='^SHA256:[A-Za-z0-9+/]{43}$'
 
@@ -36,4 +36,40 @@ proc_state() {
   { read -r stat <"/proc/$1/stat"; } 2>/dev/null || stat=") Z"
   stat=${stat##*) }
   REPLY=${stat%% *}
+}
+
+# Whether PID is still the sshd-session process that started at START (a record's pid and
+# start time): only such a record stands for a live connection.
+live_session() {
+  local comm
+  { IFS= read -r comm <"/proc/$1/comm"; } 2>/dev/null || return 1
+  [[ $comm == sshd-session ]] || return 1
+  start_time "$1" && [[ $REPLY == "$2" ]]
+}
+
+# How many live authenticated connections USER has with the key whose file-name form is
+# SAFE (markers in online/, written by rtunneld-connlog from sshd's "Accepted" lines), not
+# counting the connection PID EXCEPT: REPLY.
+live_connections() {
+  local user=$1 safe=$2 except=${3-} m name n=0
+  for m in "$RUN"/online/*."$user.$safe"; do
+    name=${m##*/}
+    [[ $name =~ $RECORD_RE ]] || continue
+    [[ ${BASH_REMATCH[1]} == "$except" ]] && continue
+    live_session "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}" && n=$((n + 1))
+  done
+  REPLY=$n
+}
+
+# The most live connections one key of USER may hold (the entrypoint writes limits from
+# RTUNNELD_*_CONNECTIONS): REPLY, or status 1 when the file does not say.
+connection_limit() {
+  local account max
+  while read -r account max; do
+    if [[ $account == "$1" && $max =~ ^[0-9]+$ ]]; then
+      REPLY=$max
+      return 0
+    fi
+  done 2>/dev/null <"$RUN/limits"
+  return 1
 }

@@ -27,7 +27,30 @@ export const RELAY_RUN_DIR = "/run/rtunneld";
 export const RELAY_ENV = {
   portRange: "RTUNNELD_PORT_RANGE",
   adminKeys: "RTUNNELD_ADMIN_KEYS",
+  deviceConnections: "RTUNNELD_DEVICE_CONNECTIONS",
+  clientConnections: "RTUNNELD_CLIENT_CONNECTIONS",
+  adminConnections: "RTUNNELD_ADMIN_CONNECTIONS",
+  jumpUnusedTimeout: "RTUNNELD_JUMP_UNUSED_TIMEOUT",
 } as const;
+
+/**
+ * The most live authenticated connections one key may hold, per account, unless the
+ * container's env says otherwise. A device: its tunnel, plus one to replace a session the
+ * relay has not yet noticed is dead. A laptop: parallel scp/rsync/Ansible forks through
+ * ProxyJump without multiplexing. The operator: a few admin commands at once.
+ */
+export const RELAY_CONNECTION_LIMITS = {
+  tunnel: { env: RELAY_ENV.deviceConnections, max: 2 },
+  jump: { env: RELAY_ENV.clientConnections, max: 32 },
+  admin: { env: RELAY_ENV.adminConnections, max: 4 },
+} as const;
+
+/**
+ * A jump connection with no channel for this long is closed: longer than the ControlPersist
+ * time enrollment writes (laptop/model.ts CONTROL_PERSIST), so the relay never cuts a master
+ * that ssh would keep.
+ */
+export const JUMP_UNUSED_TIMEOUT = "15m";
 
 /** Ports handed to devices: below Linux's ephemeral range, never the relay's own. */
 export const DEFAULT_PORT_RANGE = "20000-29999";
@@ -60,4 +83,6 @@ export const RELAY_EXIT = {
   sshdConfig: 14,
   /** sshd, the reaper or the connection log reader ended: the restart policy brings all back */
   supervisedEnded: 15,
+  /** a connection limit or the jump idle timeout in the env is not a valid value */
+  settings: 16,
 } as const;

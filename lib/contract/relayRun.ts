@@ -1,7 +1,15 @@
 // The one definition of how the rtunneld container is run. cloud-init (infra/cloudInit.ts)
 // renders it for AWS and the fixtures run it here for real, so what boots in the cloud is
 // what was tested. Pure: no Pulumi, no I/O.
-import { DEFAULT_PORT_RANGE, RELAY_ADMIN_KEYS_PATH, RELAY_CONTAINER_PORT, RELAY_ENV, RELAY_HOST_KEY_PATH, RELAY_STATE_PATH } from "./relay.ts";
+import { DEFAULT_PORT_RANGE, RELAY_ADMIN_KEYS_PATH, RELAY_CONNECTION_LIMITS, RELAY_CONTAINER_PORT, RELAY_ENV, RELAY_HOST_KEY_PATH, RELAY_STATE_PATH } from "./relay.ts";
+
+/** What a relay may be told through its env besides the port range; unset: the image's defaults. */
+export interface RelaySettings {
+  /** live connections per key, per account (RELAY_CONNECTION_LIMITS has the defaults) */
+  limits?: Partial<Record<keyof typeof RELAY_CONNECTION_LIMITS, number>>;
+  /** sshd time format: "900", "15m" (JUMP_UNUSED_TIMEOUT is the default) */
+  jumpUnusedTimeout?: string;
+}
 
 export interface RelayRunOptions {
   /** Image reference: a local tag in tests, `repo@sha256:...` in the cloud. */
@@ -16,6 +24,7 @@ export interface RelayRunOptions {
   /** Named volume or host directory for the registry and audit log. */
   stateVolume: string;
   portRange?: string;
+  settings?: RelaySettings;
   /** Extra `docker run` flags placed before the image (tests add labels and networks). */
   extraFlags?: readonly string[];
   /** `-d` for tests; systemd runs it in the foreground instead. */
@@ -72,6 +81,10 @@ export function relayRunArgs(o: RelayRunOptions): string[] {
   if (o.adminKeysFile) args.push("-v", `${o.adminKeysFile}:${RELAY_ADMIN_KEYS_PATH}:ro`);
   args.push("-v", `${o.stateVolume}:${RELAY_STATE_PATH}`);
   args.push("-e", `${RELAY_ENV.portRange}=${o.portRange ?? DEFAULT_PORT_RANGE}`);
+  for (const [account, max] of Object.entries(o.settings?.limits ?? {})) {
+    args.push("-e", `${RELAY_CONNECTION_LIMITS[account as keyof typeof RELAY_CONNECTION_LIMITS].env}=${max}`);
+  }
+  if (o.settings?.jumpUnusedTimeout) args.push("-e", `${RELAY_ENV.jumpUnusedTimeout}=${o.settings.jumpUnusedTimeout}`);
   args.push(...RELAY_HARDENING_FLAGS, ...RELAY_NET_FLAGS, ...RELAY_LOG_FLAGS);
   args.push(...(o.extraFlags ?? []), o.image);
   return args;

@@ -37,6 +37,22 @@ export const BASE_IMAGE = "debian:trixie-slim";
 /** The Debian releases the bed builds bases of: trixie for everything, bookworm (systemd 252) for the systemd device. */
 export type Suite = "trixie" | "bookworm";
 
+/** The Debian suite every image is built on (bookworm only for the OpenSSH 9.2 device and the systemd host). */
+export const BASE_SUITE: Suite = "trixie";
+
+/**
+ * Whether a cached tarball can be imported: present, with a 0755 root directory (or none). A
+ * bad one is deleted (and said so), so that it is built again.
+ */
+export async function usableCachedTarball(tarball: string, log: (line: string) => void = () => {}): Promise<boolean> {
+  if (!existsSync(tarball)) return false;
+  const problem = rootEntryProblem(await firstTarEntry(tarball).catch(() => undefined));
+  if (!problem) return true;
+  log(`cached ${tarball}: ${problem}; building it again`);
+  await rm(tarball, { force: true });
+  return false;
+}
+
 export type BaseImageOutcome = "present" | "pulled" | "imported-from-cache" | "built";
 
 /** The bed's native platform: what the local engine runs without emulation. */
@@ -183,15 +199,7 @@ export async function ensureBaseImage(o: BaseImageOptions = {}): Promise<BaseIma
       }
     }
     const tarball = baseTarball(o.cache, p.platform, suite);
-    let cached = existsSync(tarball);
-    if (cached) {
-      const problem = rootEntryProblem(await firstTarEntry(tarball).catch(() => undefined));
-      if (problem) {
-        log(`cached ${tarball}: ${problem}; building it again`);
-        await rm(tarball, { force: true });
-        cached = false;
-      }
-    }
+    const cached = await usableCachedTarball(tarball, log);
     if (!cached) await debootstrapTarball(tarball, p, suite, log);
     if (foreign) await loadForeignBase(tarball, tag, p);
     else await docker(["import", "--change", 'CMD ["bash"]', tarball, tag], { timeoutMs: 300_000 });

@@ -37,9 +37,17 @@ export function imageTag(name: string): string {
   return `rtunnel/${name}:${tag}`;
 }
 
+/** One Dockerfile built with other build arguments, under a name of its own (`NAME-SUFFIX`). */
+export interface ImageVariant {
+  suffix: string;
+  buildArgs: Readonly<Record<string, string>>;
+}
+
 export interface BuildOptions {
   /** another platform than the bed's own: built under QEMU on the bed's base of that platform */
   platform?: string;
+  /** the same Dockerfile with other build arguments (the bed's own platform only) */
+  variant?: ImageVariant;
   log?: (line: string) => void;
 }
 
@@ -47,20 +55,26 @@ export interface BuildOptions {
 export function buildImage(name: ProjectImage | string, o: BuildOptions = {}): Promise<string> {
   const p = o.platform === undefined ? undefined : platformInfo(o.platform);
   if (o.platform !== undefined && !p) throw new RangeError(`buildImage: no platform ${o.platform}`);
-  if (p && p.platform !== NATIVE_PLATFORM) return buildForeign(name, p.platform, o.log ?? (() => {}));
-  let pending = built.get(name);
+  if (p && p.platform !== NATIVE_PLATFORM) {
+    if (o.variant) throw new RangeError(`buildImage: a variant is for the bed's own platform only (${name} for ${p.platform})`);
+    return buildForeign(name, p.platform, o.log ?? (() => {}));
+  }
+  const variant = o.variant;
+  const as = variant ? `${name}-${variant.suffix}` : name;
+  let pending = built.get(as);
   if (!pending) {
-    pending = withLock(`build-${name}`, async () => {
-      const tag = imageTag(name);
-      await docker(["build", "--quiet", "--tag", tag, contextDir(name)], {
+    pending = withLock(`build-${as}`, async () => {
+      const tag = imageTag(as);
+      const args = Object.entries(variant?.buildArgs ?? {}).flatMap(([k, v]) => ["--build-arg", `${k}=${v}`]);
+      await docker(["build", "--quiet", ...args, "--tag", tag, contextDir(name)], {
         timeoutMs: 20 * 60_000,
         // The legacy builder needs no buildx plugin, which the Debian client lacks.
         env: { ...process.env, DOCKER_BUILDKIT: process.env.DOCKER_BUILDKIT ?? "0" },
       });
       return tag;
     });
-    pending.catch(() => built.delete(name));
-    built.set(name, pending);
+    pending.catch(() => built.delete(as));
+    built.set(as, pending);
   }
   return pending;
 }

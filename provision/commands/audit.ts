@@ -17,7 +17,7 @@ export interface AuditOptions extends FleetOptions {
 
 export interface AuditRow {
   time: string;
-  /** connect (a laptop), tunnel (a device's agent), refused (an unknown or revoked key), or a registry verb */
+  /** connect (a laptop), tunnel (a device's agent), admin (the operator), refused (an unknown or revoked key, a key at its limit of live connections, a bad signature), or a registry verb */
   event: string;
   /** the client (laptops), the device (tunnels), or the name the verb changed */
   who: string;
@@ -53,6 +53,11 @@ export function resolveAudit(events: readonly AuditEvent[]): AuditRow[] {
     if (!e.key) {
       const was = before.names.get(e.fingerprint);
       rows.push({ time: e.time, event: "refused", who: was ? `${was.kind} ${was.name} (removed)` : `unknown ${e.account} key`, device: "-", detail: `key ${short(e.fingerprint)}` });
+    } else if (e.refused) {
+      const why = e.refused === "limit" ? `at its limit of ${e.limit ?? "?"} live connection${e.limit === 1 ? "" : "s"}` : e.refused === "signature" ? "its signature did not verify" : "unknown key";
+      rows.push({ time: e.time, event: "refused", who: kind === "admin" ? `admin key ${name}` : name, device: kind === "device" ? name : "-", detail: `${e.account} key ${why}` });
+    } else if (kind === "admin") {
+      rows.push({ time: e.time, event: "admin", who: `admin key ${name}`, device: "-", detail: `key ${short(e.fingerprint)}` });
     } else if (kind === "device") {
       rows.push({ time: e.time, event: "tunnel", who: name, device: name, detail: `agent connected, port ${port ?? "?"}` });
     } else {

@@ -23,6 +23,7 @@ import { CONTEXT_LABEL } from "../../lib/docker/context.ts";
 import { platformInfo } from "../../lib/platform.ts";
 import { agentContext, buildLocal, crossBuildProblem, DEFAULT_IMAGE, defaultImage, inspectLocal, samePlatform, sendImage, type Sent } from "../device/image.ts";
 import { DockerRuntime, platformOfMachine, type AgentFile, type AgentRuntime } from "../device/runtime.ts";
+import { loopbackConsequence, planDropIn, SSHD_DROP_IN, type SshdChange, type SshdDirective } from "../device/sshd.ts";
 import { ExitError, EXIT } from "../errors.ts";
 import { applyLaptop, configPaths, controlPathFor, laptopModel, laptopPaths, planLaptopWrites, readLaptop, type LaptopPaths } from "../laptop/files.ts";
 import { pinnedDeviceKey, RELAY_ALIAS, validateDeviceName, withDevice, withRelay as withRelayHop, type LaptopModel } from "../laptop/model.ts";
@@ -103,6 +104,8 @@ export interface EnrollPlan {
   baseImage?: string;
   /** sha256 of the agent's build context (its image's rtunnel.context label) */
   context: string;
+  /** the device's sshd drop-in for tunnel connections; absent when the device runs no OpenSSH sshd */
+  sshd?: { version: string; dropIn: string; directives: Pick<SshdDirective, "keyword" | "value" | "scope">[]; unchanged: boolean };
   changes: PlannedChange[];
   /** the laptop files it will write (rendered with the port the relay gives) */
   laptopFiles: string[];
@@ -149,6 +152,8 @@ interface Session {
   runtime: AgentRuntime;
   registry: { mine?: DeviceListing; clientEntry?: ClientListing };
   deviceKey?: PublicKey;
+  /** the device's sshd: what to write (nothing when it is in place) */
+  sshd?: SshdChange & { directives: SshdDirective[] };
   installDocker: boolean;
   context: Buffer;
   timeout: number;
@@ -276,7 +281,18 @@ export async function planEnrollment(o: EnrollOptions): Promise<PlannedEnrollmen
         if (problem) throw new ExitError(EXIT.usage, problem);
       }
     }
-    step(`device connected, preflight passed (${platform}: ${platformReason})`);
+    // The device's own sshd: tunnel connections all come from loopback (see device/sshd.ts).
+    const sshdFound = await device.sshd(user);
+    if (sshdFound.kind === "broken") {
+      const ours = sshdFound.error.includes(SSHD_DROP_IN);
+      throw new ExitError(
+        EXIT.device,
+        `the sshd configuration of the device ${name} fails \`sshd -t\` already (${sshdFound.error}): ${ours ? `rtunnel's own ${SSHD_DROP_IN} is broken (edited by hand?): remove it (sudo rm ${SSHD_DROP_IN}) and re-run` : "fix it and re-run"}; nothing was changed`,
+      );
+    }
+    if (sshdFound.kind === "absent") log(`the device ${name} runs no OpenSSH sshd (no sshd found): its sshd is left as it is`);
+    const sshd = sshdFound.kind === "ok" ? planDropIn(sshdFound.state, user) : undefined;
+    step(`device connected, preflight passed (${platform}: ${platformReason}${sshdFound.kind === "ok" ? `; ${sshdFound.state.version || "sshd"}` : ""})`);
 
     // Names: the device's must be free or already ours; the client's must be a client, and a
     // key the relay already holds as another client keeps that client's name.
@@ -304,6 +320,11 @@ export async function planEnrollment(o: EnrollOptions): Promise<PlannedEnrollmen
     step("laptop files read and checked");
 
     const changes: PlannedChange[] = [];
+    if (sshd?.writes.length) {
+      for (const line of sshd.summary) changes.push({ where: "device", what: `sshd: ${line}` });
+      const consequence = loopbackConsequence(sshd.directives);
+      changes.push({ where: "device", what: `sshd: checked with sshd -t (or put back), then reloaded; sessions stay${consequence ? `; ${consequence}` : ""}` });
+    } else if (sshd) changes.push({ where: "device", what: `sshd: keep ${SSHD_DROP_IN}` });
     if (installDocker) changes.push({ where: "device", what: `install Docker: ${await runtime.installCommand()}` });
     changes.push({ where: "device", what: deviceKey ? `keep the device key ${deviceKey.fingerprint}` : `make the device key ${agentPath("key")} (on the device)` });
     changes.push({ where: "relay", what: mine ? `keep device ${name} (port ${mine.kind === "device" ? mine.port : "?"})` : `add device ${name} (the relay gives it a port)` });
@@ -323,11 +344,15 @@ export async function planEnrollment(o: EnrollOptions): Promise<PlannedEnrollmen
       ...(mine?.kind === "device" ? { port: mine.port } : {}),
       platform, platformReason, image, build, ...(o.baseImage ? { baseImage: o.baseImage } : {}), context: context.hash,
       changes, laptopFiles: laptopWrites.writes.map((w) => w.file),
+      ...(sshd && sshdFound.kind === "ok"
+        ? { sshd: { version: sshdFound.state.version, dropIn: SSHD_DROP_IN, directives: sshd.directives.map(({ keyword, value, scope }) => ({ keyword, value, scope })), unchanged: !sshd.writes.length } }
+        : {}),
     };
     const session: Session = {
       o, log, paths, identity, operatorKey, relay, device, runtime,
       registry: { ...(mine?.kind === "device" ? { mine } : {}), ...(clientEntry ? { clientEntry } : {}) },
       ...(deviceKey ? { deviceKey } : {}),
+      ...(sshd ? { sshd } : {}),
       installDocker, context: context.tar, timeout, laptopChange, timings, step,
     };
     const d = device;
@@ -355,6 +380,17 @@ export function renderPlan(p: EnrollPlan): string {
 export async function applyEnrollment({ plan, session: s }: PlannedEnrollment): Promise<EnrollResult> {
   const { o, log, step, device, runtime, relay } = s;
   const changed: EnrollResult["changed"] = { device: [], relay: [], laptop: [] };
+
+  // The device's sshd first: the cheapest change to put back, and one that must be in place
+  // before the tunnel carries a single connection (OpenSSH 10 penalises loopback otherwise).
+  if (s.sshd?.writes.length) {
+    const how = await device.changeSshd(s.sshd);
+    changed.device.push(...s.sshd.writes.map((w) => w.path));
+    for (const line of s.sshd.summary) log(`device sshd: ${line}`);
+    const consequence = loopbackConsequence(s.sshd.directives);
+    if (consequence) log(`device sshd: ${consequence}`);
+    step(`device sshd set for tunnel connections (${how})`);
+  }
 
   if (s.installDocker) {
     log(`installing Docker on ${plan.name}`);
@@ -437,7 +473,7 @@ export async function applyEnrollment({ plan, session: s }: PlannedEnrollment): 
   step("operator key authorized on the device");
 
   // Wait for the tunnel, then (only then) the laptop side, from the files as they are now.
-  await waitOnline(relay, plan.name, s.timeout, () => explainAgent(runtime, plan.name, plan.relay.deviceSide, log));
+  await waitOnline(relay, plan.name, s.timeout, (last) => explainAgent(runtime, plan.name, plan.relay.deviceSide, last, log));
   step("tunnel online");
   // The files as they are now (an edit made while we waited is kept), with our change on top.
   const now = await readLaptop(s.paths);
@@ -477,23 +513,24 @@ export async function enrollDevice(o: EnrollOptions & { dryRun?: boolean }): Pro
   }
 }
 
-async function waitOnline(relay: RelayAdmin, name: string, timeoutSec: number, explain: () => Promise<string>): Promise<void> {
+/** Until the relay says the device is online: its tunnel listens AND the device's sshd answers through it. */
+async function waitOnline(relay: RelayAdmin, name: string, timeoutSec: number, explain: (last?: DeviceListing) => Promise<string>): Promise<void> {
   const deadline = Date.now() + timeoutSec * 1000;
   for (;;) {
-    const e = (await relay.list()).find((x) => x.name === name);
+    const e = (await relay.list()).find((x): x is DeviceListing => x.name === name && x.kind === "device");
     if (e?.online) return;
     if (Date.now() > deadline) {
-      throw new ExitError(EXIT.timeout, `the tunnel of ${name} did not come up within ${timeoutSec} s: ${await explain()}; re-running enrollment is safe`);
+      throw new ExitError(EXIT.timeout, `the tunnel of ${name} did not come up within ${timeoutSec} s: ${await explain(e)}; re-running enrollment is safe`);
     }
     await new Promise((r) => setTimeout(r, 500));
   }
 }
 
 /** The agent's state and last lines, printed, and the likely fix as one line (for waitOnline). */
-async function explainAgent(runtime: AgentRuntime, name: string, relay: RelayFacts["deviceSide"], log: (line: string) => void): Promise<string> {
+async function explainAgent(runtime: AgentRuntime, name: string, relay: RelayFacts["deviceSide"], last: DeviceListing | undefined, log: (line: string) => void): Promise<string> {
   try {
     const facts = await runtime.facts();
-    const d = diagnoseAgent({ ...facts, relay });
+    const d = diagnoseAgent({ ...facts, relay, ...(last ? { tunnel: { listening: last.listening, banner: last.banner } } : {}) });
     log(`  the agent on ${name}: ${d.state}; its last lines:`);
     for (const line of facts.log) log(`    ${line}`);
     return `${d.state}; ${d.fix}`;

@@ -7,6 +7,7 @@
 // writable, before the relay is touched.
 import { agentPath, AGENT_CONTAINER } from "../../lib/contract/agent.ts";
 import { cleanupDevice } from "../device/commands.ts";
+import { SSHD_DROP_IN } from "../device/sshd.ts";
 import { ExitError, EXIT } from "../errors.ts";
 import { applyLaptop, planLaptopWrites } from "../laptop/files.ts";
 import { validateDeviceName, withoutDevice } from "../laptop/model.ts";
@@ -26,6 +27,8 @@ export interface RevokeResult {
   removedFromRelay: boolean;
   /** key deleted and agent stopped on the device */
   deviceCleaned: boolean;
+  /** the device's sshd files changed (its rtunnel drop-in removed, and the Include line enrollment added) */
+  deviceSshd: string[];
   warnings: string[];
   laptop: string[];
 }
@@ -44,6 +47,7 @@ export async function revokeDevice(o: RevokeOptions): Promise<RevokeResult> {
     f.log(line);
   };
 
+  let deviceSshd: string[] = [];
   const { removedFromRelay, deviceCleaned } = await withRelay(f, async (relay) => {
     const registry = await relay.list();
     const entry = registry.find((e) => e.name === name);
@@ -62,13 +66,22 @@ export async function revokeDevice(o: RevokeOptions): Promise<RevokeResult> {
         const t = await deviceThroughTunnel(f, model, { ...local, port: entry.port });
         try {
           await t.device.useRoot();
+          // The sshd drop-in first, while the tunnel still carries us (a reload keeps this session).
+          try {
+            const sshd = await t.device.removeSshdDropIn();
+            deviceSshd = sshd.changed;
+            for (const w of sshd.warnings) warn(w);
+            if (sshd.changed.length) f.log(`device ${name}: sshd: removed ${sshd.changed.join(", ")} (${sshd.how ?? "reloaded"})`);
+          } catch (e) {
+            warn(`warning: the device ${name}'s sshd drop-in was not removed (${e instanceof Error ? e.message : String(e)}): remove ${SSHD_DROP_IN} by hand (then sudo sshd -t && sudo systemctl reload ssh)`);
+          }
           cleaned = (await t.device.run(cleanupDevice(), { root: true })).stdout.includes("cleaned");
           f.log(`device ${name}: key deleted, agent stopping`);
         } finally {
           t.dispose();
         }
       } catch (e) {
-        warn(`warning: the device ${name} could not be cleaned up (${e instanceof Error ? e.message : String(e)}): it keeps its key and agent, which no longer work on the relay; remove them by hand (sudo docker rm -f ${AGENT_CONTAINER}; sudo rm ${agentPath("key")}*) when you can`);
+        warn(`warning: the device ${name} could not be cleaned up (${e instanceof Error ? e.message : String(e)}): it keeps its key and agent, which no longer work on the relay; remove them by hand (sudo docker rm -f ${AGENT_CONTAINER}; sudo rm ${agentPath("key")}*; and its sshd drop-in: sudo rm ${SSHD_DROP_IN} && sudo systemctl reload ssh) when you can`);
       }
     }
     f.log(`relay: removing ${name} (${entry.fingerprint}); its sessions end now`);
@@ -80,5 +93,5 @@ export async function revokeDevice(o: RevokeOptions): Promise<RevokeResult> {
   // Last, this laptop: the Host block and the pinned host key; a live master goes too.
   const laptop = await applyLaptop(f.paths, plan);
   await closeMaster(f);
-  return { revoked: name, removedFromRelay, deviceCleaned, warnings, laptop };
+  return { revoked: name, removedFromRelay, deviceCleaned, deviceSshd, warnings, laptop };
 }

@@ -17,7 +17,7 @@ import { parsePublicKey } from "../../lib/keys.ts";
 import { dropPreviousKey, makeNewKey, restorePreviousKey, swapInNewKey } from "../device/commands.ts";
 import { ExitError, EXIT } from "../errors.ts";
 import { validateDeviceName } from "../laptop/model.ts";
-import type { AuditEvent } from "../relay/protocol.ts";
+import type { AuditEvent, ConnectionEvent } from "../relay/protocol.ts";
 import { validatePort } from "../validate.ts";
 import { deviceThroughTunnel, openFleet, readLaptopSide, withRelay, type FleetOptions } from "./fleet.ts";
 
@@ -39,9 +39,11 @@ export interface RotateResult {
 
 /** Pure: what the relay's records say about a rotation that did not finish. */
 export function rotationStall(events: readonly AuditEvent[], o: { oldFingerprint: string; newFingerprint: string; since: string }): string {
-  const after = events.filter((e) => e.type === "connection" && e.time >= o.since.slice(0, 19));
+  const after = events.filter((e): e is ConnectionEvent => e.type === "connection" && e.time >= o.since.slice(0, 19));
   const old = after.filter((e) => e.fingerprint === o.oldFingerprint);
-  const fresh = after.filter((e) => e.fingerprint === o.newFingerprint);
+  const fresh = after.filter((e) => e.fingerprint === o.newFingerprint && !e.refused);
+  const held = after.filter((e) => e.fingerprint === o.newFingerprint && e.refused === "limit");
+  if (held.length && !fresh.length) return `the relay refused the new key ${held.length} time(s) for holding its limit of live connections: other connections with the device's key are open (a stolen key? see \`audit\`)`;
   if (fresh.length) return `the relay accepted the new key ${fresh.length} time(s) but the tunnel is not held: the agent's forward may be failing`;
   if (old.length) {
     return `the device still offers its old key (refused ${old.length} time(s) since the switch, last at ${old.at(-1)!.time}): the new key was not moved into place on the device`;

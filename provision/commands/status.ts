@@ -1,5 +1,7 @@
-// `list` / `status`: the relay's registry (devices and clients: online, port, connected since,
-// last seen, fingerprint) plus the devices revoked with `revoke-device`. A revoked device is
+// `list` / `status`: the relay's registry (devices and clients: online, port, live connections
+// against the key's limit, connected since, last seen, last refusal, fingerprint) plus the
+// devices revoked with `revoke-device`. A device is online only when its own sshd answers
+// through the tunnel; a tunnel that listens on the relay with nobody answering is "no answer". A revoked device is
 // gone from the registry; the relay's own audit (history.ts replays it) still records its
 // `remove`, so "revoked" is read from the relay, not kept on this laptop: every operator sees
 // the same fleet. Exit code: 0 when every (not revoked) device is online.
@@ -11,8 +13,8 @@ import { openFleet, withRelay, type FleetOptions } from "./fleet.ts";
 export type ListOptions = FleetOptions;
 
 export type StatusEntry =
-  | (DeviceListing & { state: "online" | "offline" })
-  | { kind: "device"; name: string; fingerprint: string; state: "revoked"; revokedAt: string; port: null; online: false; connectedSince: null; lastSeen: null }
+  | (DeviceListing & { state: "online" | "no-answer" | "offline" })
+  | { kind: "device"; name: string; fingerprint: string; state: "revoked"; revokedAt: string; port: null; online: false; connectedSince: null; lastSeen: null; connections: 0; limit: null; lastRefused: null }
   | (ClientListing & { state: "client" });
 
 export interface FleetStatus {
@@ -28,13 +30,18 @@ export function fleetStatus(registry: readonly Listing[], events: readonly Audit
   const revoked = revokedDevices(replay(events), registry);
   return {
     entries: [
-      ...devices.map((d) => ({ ...d, state: d.online ? ("online" as const) : ("offline" as const) })),
-      ...revoked.map((r) => ({ kind: "device" as const, name: r.name, fingerprint: r.fingerprint, state: "revoked" as const, revokedAt: r.revokedAt, port: null, online: false as const, connectedSince: null, lastSeen: null })),
+      ...devices.map((d) => ({ ...d, state: deviceState(d) })),
+      ...revoked.map((r) => ({
+        kind: "device" as const, name: r.name, fingerprint: r.fingerprint, state: "revoked" as const, revokedAt: r.revokedAt,
+        port: null, online: false as const, connectedSince: null, lastSeen: null, connections: 0 as const, limit: null, lastRefused: null,
+      })),
       ...clients.map((c) => ({ ...c, state: "client" as const })),
     ],
     allOnline: devices.every((d) => d.online),
   };
 }
+
+const deviceState = (d: DeviceListing) => (d.online ? ("online" as const) : d.listening ? ("no-answer" as const) : ("offline" as const));
 
 export async function statusRelay(o: ListOptions): Promise<FleetStatus> {
   return withRelay(await openFleet(o), async (relay) => fleetStatus(await relay.list(), await relay.audit()));
@@ -53,15 +60,17 @@ export function renderTable(rows: readonly (readonly string[])[]): string {
 
 /** Pure: the human table. */
 export function renderList(entries: readonly StatusEntry[]): string {
-  const rows = [["NAME", "KIND", "STATE", "PORT", "CONNECTED SINCE", "LAST SEEN", "FINGERPRINT", "DEVICES"]];
+  const rows = [["NAME", "KIND", "STATE", "PORT", "CONNS", "CONNECTED SINCE", "LAST SEEN", "LAST REFUSED", "FINGERPRINT", "DEVICES"]];
   for (const e of entries) {
     rows.push([
       e.name,
       e.kind,
-      e.kind === "client" ? (e.online ? "connected" : "-") : e.state,
+      e.kind === "client" ? (e.online ? "connected" : "-") : e.state === "no-answer" ? "no answer" : e.state,
       e.port === undefined || e.port === null ? "-" : String(e.port),
+      e.state === "revoked" ? "-" : `${e.connections}/${e.limit ?? "?"}`,
       e.connectedSince ?? "-",
       e.state === "revoked" ? `revoked ${e.revokedAt}` : (e.lastSeen ?? "-"),
+      e.lastRefused ? `${e.lastRefused.time} (${e.lastRefused.reason === "limit" ? `limit ${e.lastRefused.limit ?? "?"}` : e.lastRefused.reason})` : "-",
       e.fingerprint,
       e.kind === "client" ? (e.all ? "(all)" : e.devices.join(",") || "-") : "",
     ]);
@@ -75,5 +84,7 @@ export function summaryLine(s: FleetStatus): string {
   const online = devices.filter((d) => d.state === "online").length;
   const live = devices.filter((d) => d.state !== "revoked").length;
   const revoked = devices.length - live;
-  return `${online}/${live} devices online${revoked ? `, ${revoked} revoked` : ""}${s.allOnline ? "" : ` (exit ${EXIT.offline}: not all online)`}`;
+  const silent = devices.filter((d) => d.state === "no-answer").length;
+  const silentNote = silent ? `, ${silent} with a tunnel but no answer from the device's sshd` : "";
+  return `${online}/${live} devices online${silentNote}${revoked ? `, ${revoked} revoked` : ""}${s.allOnline ? "" : ` (exit ${EXIT.offline}: not all online)`}`;
 }

@@ -4,6 +4,7 @@
 import { AGENT_CONF_DIR, AGENT_CONTAINER, agentPath, agentRunArgs } from "../../lib/contract/agent.ts";
 import { keyLine, type PublicKey } from "../../lib/keys.ts";
 import { Script, sh } from "../../lib/shell.ts";
+import type { ConfigWrite, EffectCheck } from "./sshd.ts";
 
 const KEY = agentPath("key");
 const NEW_KEY = `${KEY}.new`;
@@ -183,4 +184,122 @@ export function installDocker(distroIds: readonly string[]): Script | undefined 
 /** The distribution ids of an /etc/os-release text (ID and ID_LIKE). */
 export function distroIds(osRelease: string): string[] {
   return [...osRelease.matchAll(/^ID(?:_LIKE)?="?([^"\n]*)"?$/gm)].flatMap((m) => m[1]!.split(/\s+/)).filter(Boolean);
+}
+
+// --- the device's sshd (provision/device/sshd.ts renders what these write) ------------------
+
+/** The device's sshd, wherever its distribution keeps it (a login shell's PATH may lack /usr/sbin). */
+const findSshd = sh`sshd=$(command -v sshd || echo /usr/sbin/sshd)`;
+
+/** Succeeds when the device has an OpenSSH sshd. */
+export const hasSshd = (): Script => Script.lines(findSshd, sh`[ -x "$sshd" ]`);
+
+/** Its version line (`sshd -V`; `ssh -V` where sshd has no -V), or nothing. */
+export const sshdVersion = (): Script => Script.lines(findSshd, sh`{ "$sshd" -V 2>&1; ssh -V 2>&1; } | grep -m 1 '^OpenSSH' || true`);
+
+/** `sshd -t`: the configuration as sshd would load it now (its complaint on stderr). */
+export const sshdTest = (): Script => Script.lines(findSshd, sh`"$sshd" -t`);
+
+/** `sshd -T` (as root): every effective setting, or those of one connection (`-C user=...,addr=...`). */
+export const sshdEffective = (spec?: string): Script => Script.lines(findSshd, spec === undefined ? sh`"$sshd" -T` : sh`"$sshd" -T -C ${spec}`);
+
+/** `present SHA256` and the file's bytes in base64, or `absent` (the SSH channel trims text; base64 keeps every byte). */
+export const readFileBase64 = (file: string): Script =>
+  sh`if [ -e ${file} ]; then echo "present $(sha256sum < ${file} | cut -d ' ' -f 1)"; base64 < ${file} | tr -d '\\n'; else echo absent; fi`;
+
+const AS_WAS = "the device's sshd configuration is as it was";
+
+/**
+ * The shell functions of changeSshdConfig, each taking its file as an argument (a symlinked
+ * file is written through to its target). Slot N of the work directory keeps file N's old
+ * content (when it had one) and the directory the change had to make for it.
+ */
+const configFunctions = Script.lines(
+  sh`fail() { printf '%s\\n' "$*" >&2; exit 1; }`,
+  sh`target() { readlink -f "$1" 2>/dev/null || printf '%s\\n' "$1"; }`,
+  // as the plan read it: $1 file, $2 its sha256 (empty: it was absent)
+  sh`unchanged() { if [ -z "$2" ]; then [ ! -e "$1" ]; else [ -f "$1" ] && [ "$(sha256sum < "$1" | cut -d ' ' -f 1)" = "$2" ]; fi; }`,
+  sh`keep() { if [ -e "$2" ]; then cp -p "$2" "$work/$1"; fi; }`,
+  sh`put_back() { f=$(target "$2"); if [ -e "$work/$1" ]; then cp -p "$work/$1" "$f.rtunnel-tmp" && mv -f "$f.rtunnel-tmp" "$f"; else rm -f "$f"; fi; if [ -s "$work/$1.dir" ]; then rmdir "$(cat "$work/$1.dir")" 2>/dev/null; fi; }`,
+  // $1 slot, $2 file, $3 mode of a new file, $4 mode of a new directory, $5 content
+  sh`put() { f=$(target "$2"); d=$(dirname "$f"); if [ ! -d "$d" ]; then mkdir -p -m "$4" "$d" && printf '%s' "$d" > "$work/$1.dir" || return 1; fi; if [ -e "$f" ]; then cp -p "$f" "$f.rtunnel-tmp"; else : > "$f.rtunnel-tmp" && chmod "$3" "$f.rtunnel-tmp"; fi && printf '%s' "$5" > "$f.rtunnel-tmp" && mv -f "$f.rtunnel-tmp" "$f" || { rm -f "$f.rtunnel-tmp"; return 1; }; }`,
+  sh`drop() { rm -f "$(target "$1")"; }`,
+  sh`backup() { if [ -e "$work/$1" ]; then mkdir -p -m 700 "$(dirname "$2")" && cp -p "$work/$1" "$2"; fi; }`,
+);
+
+/**
+ * Changes the device's sshd configuration as one transaction: each file must still be what the
+ * plan read (sha256); the old ones are kept aside; the new ones go in atomically (a temp file
+ * beside each, then one rename; an existing file keeps its mode and owner); then `sshd -t`
+ * and the effect checks (`sshd -T`: a value read before the drop-in would win). Any failure
+ * puts every file back and prints one line on stderr: the device is left as it was. Only then
+ * the backups are written and sshd reloaded: `systemctl reload` of the running ssh or sshd
+ * unit, else SIGHUP to the listener in sshd's PidFile (never by name: on OpenSSH 9 every
+ * session process is called sshd too). sshd re-executes itself on a reload and keeps every
+ * session, this one included; the script returns once the listener has new listening sockets
+ * (so the next connection gets the new settings). Last line: `sshd-reload: HOW`.
+ */
+export function changeSshdConfig(writes: readonly ConfigWrite[], checks: readonly EffectCheck[]): Script {
+  const lines: Script[] = [sh`set -u`, sh`umask 022`, sh`export LC_ALL=C`, findSshd, sh`work=$(mktemp -d) || exit 1`, sh`trap 'rm -rf "$work"' EXIT`, configFunctions];
+  writes.forEach((w, i) => {
+    const changed = w.expectSha256 === undefined ? `${w.path} appeared since enrollment read the device` : `${w.path} changed since it was read`;
+    lines.push(sh`unchanged ${w.path} ${w.expectSha256 ?? ""} || fail ${`${changed}: nothing was changed; run it again`}`);
+    lines.push(sh`keep ${i} "$(target ${w.path})" || fail ${`could not keep a copy of ${w.path}: nothing was changed`}`);
+  });
+  lines.push(Script.lines(sh`restore() {`, ...writes.map((w, i) => sh`  put_back ${i} ${w.path}`).reverse(), sh`  :`, sh`}`));
+  writes.forEach((w, i) => {
+    lines.push(
+      w.text === undefined
+        ? sh`drop ${w.path} || { restore; fail ${`could not remove ${w.path}; ${AS_WAS}`}; }`
+        : sh`put ${i} ${w.path} ${w.mode} ${w.dirMode} ${w.text} || { restore; fail ${`could not write ${w.path}; ${AS_WAS}`}; }`,
+    );
+  });
+  lines.push(sh`if ! out=$("$sshd" -t 2>&1); then restore; fail "sshd -t refused the new configuration: $(printf '%s\\n' "$out" | tr -d '\\r' | grep -v -e '^$' -e 'terminating, [0-9]* bad configuration option' | tail -n 1);" ${AS_WAS}; fi`);
+  for (const spec of [...new Set(checks.map((c) => c.spec))]) {
+    const who = spec === undefined ? "every connection" : `a connection with ${spec}`;
+    lines.push(spec === undefined ? sh`eff=$("$sshd" -T 2>&1)` : sh`eff=$("$sshd" -T -C ${spec} 2>&1)`);
+    lines.push(sh`[ $? -eq 0 ] || { restore; fail "sshd -T failed: $(printf '%s\\n' "$eff" | tr -d '\\r' | tail -n 1);" ${AS_WAS}; }`);
+    for (const c of checks.filter((x) => x.spec === spec)) {
+      const keyword = c.line.split(" ")[0]!;
+      lines.push(
+        sh`printf '%s\\n' "$eff" | grep -qixF -- ${c.line} || { now=$(printf '%s\\n' "$eff" | grep -i -m 1 ${`^${keyword} `} || echo ${`no ${keyword}`}); restore; fail ${`sshd would not use rtunnel's \`${c.line}\` for ${who} (it uses \``}"$now"${`\`): a value read before the drop-in wins (a file sorted before it in /etc/ssh/sshd_config.d, or a Match block before it); ${AS_WAS}`}; }`,
+      );
+    }
+  }
+  writes.forEach((w, i) => {
+    if (w.backup) lines.push(sh`backup ${i} ${w.backup} || { restore; fail ${`could not back ${w.path} up to ${w.backup}; ${AS_WAS}`}; }`);
+  });
+  lines.push(reloadSshd());
+  return Script.lines(...lines);
+}
+
+/** The listener's reload (see changeSshdConfig); `fail` and `restore` are the caller's. */
+function reloadSshd(): Script {
+  return Script.lines(
+    // The listening TCP sockets of process $1, by inode: its fds that /proc/net/tcp* lists in state LISTEN (0A).
+    sh`listening() {`,
+    sh`  ls -l "/proc/$1/fd" 2>/dev/null | sed -n 's/.*socket:\\[\\([0-9]*\\)\\]$/\\1/p' | sort > "$work/fds"`,
+    sh`  awk 'FNR > 1 && $4 == "0A" { print $10 }' /proc/net/tcp /proc/net/tcp6 2>/dev/null | sort > "$work/listen"`,
+    sh`  comm -12 "$work/fds" "$work/listen" | tr '\\n' ' '`,
+    sh`}`,
+    sh`pid=; how=`,
+    sh`if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then`,
+    sh`  for unit in ssh.service sshd.service; do`,
+    sh`    if systemctl is-active --quiet "$unit"; then how="systemctl reload $unit"; pid=$(systemctl show -p MainPID --value "$unit"); break; fi`,
+    sh`  done`,
+    sh`fi`,
+    sh`if [ -z "$how" ]; then`,
+    sh`  pidfile=$("$sshd" -T 2>/dev/null | awk '$1 == "pidfile" { print $2; exit }')`,
+    sh`  if [ -n "$pidfile" ] && [ -r "$pidfile" ]; then pid=$(cat "$pidfile"); fi`,
+    sh`  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then how="kill -HUP $pid"; fi`,
+    sh`fi`,
+    sh`if [ -z "$how" ]; then echo 'sshd-reload: none (no sshd runs: it reads the new configuration when it starts)'; exit 0; fi`,
+    sh`before=$(listening "$pid")`,
+    sh`$how || { restore; fail "$how failed; the device's sshd configuration is as it was"; }`,
+    // Bounded: a re-exec takes milliseconds; an sshd that is not back in 60 s needs a person.
+    sh`replaced() { now=$(listening "$pid"); [ -n "$now" ] || return 1; for x in $before; do case " $now " in *" $x "*) return 1 ;; esac; done; }`,
+    sh`tries=0`,
+    sh`if [ -n "$before" ]; then until replaced; do tries=$((tries + 1)); [ "$tries" -lt 240 ] || fail "sshd did not listen again within 60 s of $how: see its log on the device (journalctl -u ssh)"; sleep 0.25; done; fi`,
+    sh`echo "sshd-reload: $how"`,
+  );
 }

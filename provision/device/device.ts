@@ -6,7 +6,38 @@ import { AGENT_CONF_DIR, agentPath } from "../../lib/contract/agent.ts";
 import { authorizedKeys, parsePublicKey, type PublicKey } from "../../lib/keys.ts";
 import type { Script } from "../../lib/shell.ts";
 import { ExitError, EXIT } from "../errors.ts";
-import { asRoot, authorizeKey, deauthorizeKey, ensureDeviceKey, hasCommand, inSh, readAuthorizedKeys, readFileOrEmpty, sudoWithoutPassword, whoami, writeFileFromStdin } from "./commands.ts";
+import {
+  asRoot,
+  authorizeKey,
+  changeSshdConfig,
+  deauthorizeKey,
+  ensureDeviceKey,
+  hasCommand,
+  hasSshd,
+  inSh,
+  readAuthorizedKeys,
+  readFileBase64,
+  readFileOrEmpty,
+  sshdEffective,
+  sshdTest,
+  sshdVersion,
+  sudoWithoutPassword,
+  whoami,
+  writeFileFromStdin,
+} from "./commands.ts";
+import { parseSshdT, planDropInRemoval, SSHD_CONFIG, SSHD_DROP_IN, SSHD_INCLUDE_MARKER, TUNNEL_SOURCES, tunnelConnectionSpec, type FileState, type SshdChange, type SshdState } from "./sshd.ts";
+
+/** sshd -t's complaint: its last line but the "terminating, N bad configuration options" summary (stderr lines end in \r\n). */
+export function sshdComplaint(output: string): string | undefined {
+  return output.replace(/\r/g, "").split("\n").filter((l) => l && !/terminating, \d+ bad configuration option/.test(l)).pop();
+}
+
+/** What enrollment finds of the device's sshd (read as root). */
+export type SshdFinding =
+  | { kind: "absent" }
+  /** `sshd -t` fails as the device is now: its last line */
+  | { kind: "broken"; error: string }
+  | { kind: "ok"; state: SshdState };
 
 export interface Account {
   user: string;
@@ -98,6 +129,54 @@ export class Device {
   /** The keys the login account's authorized_keys holds. */
   async authorizedKeys(): Promise<PublicKey[]> {
     return authorizedKeys((await this.run(readAuthorizedKeys())).stdout);
+  }
+
+  /** A file's exact content (as root), or an absent one. */
+  async readExact(file: string): Promise<FileState> {
+    const [head = "", body = ""] = (await this.run(readFileBase64(file), { root: true })).stdout.split("\n");
+    const [state, sha256] = head.split(" ");
+    return state === "present" && sha256 ? { text: Buffer.from(body, "base64").toString("utf8"), sha256 } : {};
+  }
+
+  /**
+   * The device's sshd as it is now (as root: `sshd -T` reads the host keys): its version, its
+   * effective settings for everyone and for a tunnel connection logging in as `user`, and the
+   * files the drop-in involves. Read-only.
+   */
+  async sshd(user: string): Promise<SshdFinding> {
+    if ((await this.run(hasSshd(), { root: true, check: false })).code !== 0) return { kind: "absent" };
+    const test = await this.run(sshdTest(), { root: true, check: false });
+    if (test.code !== 0) return { kind: "broken", error: sshdComplaint(test.stderr || test.stdout) ?? `exit ${test.code}` };
+    const [version, global, tunnel, mainConfig, dropIn, marker] = [
+      (await this.run(sshdVersion(), { root: true })).stdout.trim().split(",")[0]!,
+      parseSshdT((await this.run(sshdEffective(), { root: true })).stdout),
+      parseSshdT((await this.run(sshdEffective(tunnelConnectionSpec(user, TUNNEL_SOURCES[0]!)), { root: true })).stdout),
+      await this.readExact(SSHD_CONFIG),
+      await this.readExact(SSHD_DROP_IN),
+      await this.readExact(SSHD_INCLUDE_MARKER),
+    ];
+    return { kind: "ok", state: { version, global, tunnel, mainConfig, dropIn, marker } };
+  }
+
+  /** Applies a change to the device's sshd (changeSshdConfig: all or nothing); returns how sshd was reloaded. */
+  async changeSshd(change: Pick<SshdChange, "writes" | "checks">): Promise<string> {
+    const r = await this.run(changeSshdConfig(change.writes, change.checks), { root: true, check: false });
+    if (r.code !== 0) {
+      throw new ExitError(EXIT.device, `on the device ${this.name}, ${(r.stderr.trim() || r.stdout.trim()).split("\n").pop() ?? `the sshd change failed (exit ${r.code})`}`);
+    }
+    return /^sshd-reload: (.*)$/m.exec(r.stdout)?.[1] ?? "reloaded";
+  }
+
+  /**
+   * revoke-device: the drop-in goes, and the Include line if enrollment added it (the marker
+   * says), checked with sshd -t and reloaded. Returns the files changed and any warning.
+   */
+  async removeSshdDropIn(): Promise<{ changed: string[]; warnings: string[]; how?: string }> {
+    if ((await this.run(hasSshd(), { root: true, check: false })).code !== 0) return { changed: [], warnings: [] };
+    const change = planDropInRemoval({ mainConfig: await this.readExact(SSHD_CONFIG), dropIn: await this.readExact(SSHD_DROP_IN), marker: await this.readExact(SSHD_INCLUDE_MARKER) });
+    if (!change.writes.length) return { changed: [], warnings: change.warnings };
+    const how = await this.changeSshd(change);
+    return { changed: change.writes.map((w) => w.path), warnings: change.warnings, how };
   }
 
   /** Takes a key out of the login account's authorized_keys (atomically). */

@@ -10,6 +10,8 @@ export interface AgentFacts {
   log: readonly string[];
   /** where the device was told to reach the relay */
   relay: { host: string; port: number };
+  /** the relay's view of the device's tunnel, when it was read: listening, and what answered through it */
+  tunnel?: { listening: boolean; banner: string | null };
 }
 
 export interface AgentDiagnosis {
@@ -38,6 +40,9 @@ export function diagnoseAgent(f: AgentFacts): AgentDiagnosis {
   const where = `${f.relay.host}:${f.relay.port}`;
   let fix: string;
   if (!s) fix = "the agent container was not created: re-run enrollment";
+  else if (f.tunnel?.listening && !f.tunnel.banner) {
+    fix = "the tunnel is up on the relay, but the device's sshd does not answer through it: check that sshd runs on the device and listens on its loopback (127.0.0.1:22, the agent's target), then re-run enrollment";
+  }
   else if (s.exitCode === 69 || /ssh cannot run as/.test(text)) {
     fix = "ssh cannot run inside the agent image (see the FATAL line): rebuild the agent image on a base whose root directory is 0755, then re-run enrollment";
   } else if (!s.running && CONFIG_CODES[s.exitCode]) {
@@ -45,7 +50,7 @@ export function diagnoseAgent(f: AgentFacts): AgentDiagnosis {
   } else if (/REMOTE HOST IDENTIFICATION HAS CHANGED|refused: the relay's host key/.test(text)) {
     fix = `the relay at ${where} shows the device another host key than the one pinned: check the relay facts (and that ${where} is your relay) before re-running enrollment`;
   } else if (/Permission denied \(publickey\)/.test(text)) {
-    fix = "the relay refuses the device's key: it is not registered there (revoked, or another relay): re-run enrollment";
+    fix = "the relay refuses the device's key: it is not registered there (revoked, or another relay), or the key already holds its limit of live connections (the relay's `audit` says which): re-run enrollment";
   } else if (/remote port forwarding failed/.test(text)) {
     fix = "the relay still holds the device's port for an earlier session: it frees it within about 15 s; re-run enrollment";
   } else if (/Could not resolve hostname|Name or service not known|Temporary failure in name resolution/.test(text)) {

@@ -3,6 +3,7 @@
 // reads it, a refusal turned into one ExitError line with the relay's own words.
 import type { NodeSSH } from "node-ssh";
 import type { z } from "zod";
+import { RELAY_CONNECTION_LIMITS } from "../../lib/contract/relay.ts";
 import { keyLine, type PublicKey } from "../../lib/keys.ts";
 import { show } from "../../lib/input.ts";
 import { ExitError, EXIT } from "../errors.ts";
@@ -57,7 +58,10 @@ export class RelayAdmin {
       username: "admin",
       what: "the relay",
       onAuthFailed: () =>
-        new ExitError(EXIT.relay, `the relay at ${facts.host}:${facts.port} refused the admin key (${creds.identityFile ?? "ssh-agent"}): add its public key to the stack's adminPublicKeys or pass --identity`),
+        new ExitError(
+          EXIT.relay,
+          `the relay at ${facts.host}:${facts.port} refused the admin key (${creds.identityFile ?? "ssh-agent"}): add its public key to the stack's adminPublicKeys or pass --identity (a registered admin key is refused too while it holds its limit of ${RELAY_CONNECTION_LIMITS.admin.max} live connections: let one end)`,
+        ),
     });
     return new RelayAdmin(ssh, facts);
   }

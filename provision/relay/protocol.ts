@@ -29,14 +29,31 @@ export const RemoveAnswer = z.object({
   sessionsEnded: z.boolean().optional(),
 });
 
+/** Why the relay refused a connection: a key it does not know, a key at its limit of live connections, a bad signature. */
+export const RefusalReason = z.enum(["unknown-key", "limit", "signature"]);
+
 const entryBase = {
   name,
   fingerprint,
   online: z.boolean(),
   connectedSince: time.nullable(),
   lastSeen: time.nullable(),
+  /** live authenticated connections of this key now */
+  connections: z.number().int().min(0),
+  /** the most live connections the relay lets this key hold (null: the relay did not say) */
+  limit: z.number().int().min(1).nullable(),
+  /** the key's last refused connection since the relay started */
+  lastRefused: z.object({ time, reason: RefusalReason, limit: z.number().int().nullable() }).nullable(),
 };
-export const DeviceListing = z.object({ ...entryBase, kind: z.literal("device"), port });
+export const DeviceListing = z.object({
+  ...entryBase,
+  kind: z.literal("device"),
+  port,
+  /** the tunnel's port listens on the relay */
+  listening: z.boolean(),
+  /** the device's sshd's identification line, read through the tunnel (null: no answer); online is banner !== null */
+  banner: z.string().max(255).nullable(),
+});
 export const ClientListing = z.object({
   ...entryBase,
   kind: z.literal("client"),
@@ -54,11 +71,15 @@ export const RemoveChange = z.object({ ...changeBase, verb: z.literal("remove"),
 export const ConnectionEvent = z.object({
   time,
   type: z.literal("connection"),
-  account: z.enum(["tunnel", "jump"]),
+  account: z.enum(["tunnel", "jump", "admin"]),
   fingerprint,
-  /** the registry's name for the key then, "device:NAME:PORT" or "client:NAME"; null: the relay refused it */
-  key: z.string().regex(/^(device:[a-z0-9-]+:\d+|client:[a-z0-9-]+)$/).nullable(),
+  /** the registry's name for the key then, "device:NAME:PORT", "client:NAME" or "admin:N"; null: a key the relay does not know */
+  key: z.string().regex(/^(device:[a-z0-9-]+:\d+|client:[a-z0-9-]+|admin:\d+)$/).nullable(),
   pid: z.number().int().nullable(),
+  /** present when the relay refused the connection */
+  refused: RefusalReason.optional(),
+  /** with refused "limit": the key's limit of live connections */
+  limit: z.number().int().optional(),
 });
 export const AuditAnswer = z.array(z.union([AddDeviceChange, AddClientChange, RemoveChange, ConnectionEvent]));
 
@@ -75,6 +96,7 @@ export type AddClientChange = z.infer<typeof AddClientChange>;
 export type RemoveChange = z.infer<typeof RemoveChange>;
 export type ChangeEvent = AddDeviceChange | AddClientChange | RemoveChange;
 export type ConnectionEvent = z.infer<typeof ConnectionEvent>;
+export type RefusalReason = z.infer<typeof RefusalReason>;
 export type AuditEvent = ChangeEvent | ConnectionEvent;
 
 /** Each verb and the schema of its answer (host-key answers one line of text, not JSON). */

@@ -10,6 +10,7 @@ import path from "node:path";
 import { buildImage, docker, ensureBaseImage, ensureEngine, leftovers, sweepAll, waitFor } from "./index.ts";
 import { baseImageTag, imageProblem } from "../../lib/docker/baseImage.ts";
 import { ensureEmulation } from "../../lib/docker/emulation.ts";
+import { deviceVariant } from "../../lib/fixtures/device.ts";
 
 const usage = "usage: npm run testbed -- prepare | prepare-emulated | fresh-base | sweep | check";
 /** The platforms the emulated tests run (test/pi-*.emulated.docker.test.ts). */
@@ -25,6 +26,10 @@ async function main(command: string | undefined): Promise<void> {
         const started = Date.now();
         say(`built ${await buildImage(name)} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
       }
+      // The OpenSSH 9.2 device of the device sshd tests: its own base, then the device image on it.
+      say(`base image debian:bookworm-slim: ${await ensureBaseImage({ suite: "bookworm", log: say })}`);
+      const started = Date.now();
+      say(`built ${await buildImage("device", { variant: deviceVariant("bookworm") })} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
       return;
     }
     case "prepare-emulated": {

@@ -6,6 +6,7 @@ import { chmod, mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { RELAY_CONTAINER_PORT, RELAY_REGISTRY_FILE } from "../../lib/contract/relay.ts";
+import type { RelaySettings } from "../../lib/contract/relayRun.ts";
 import { hostPattern, knownHostsLine } from "../../lib/knownHosts.ts";
 import { parsePublicKey } from "../../lib/keys.ts";
 import { sh } from "../../lib/shell.ts";
@@ -58,7 +59,7 @@ export function sshArgv(relayHost: string, key: string, user: string, opts: read
 }
 
 /** Relay + client on a fresh network; the host key is mounted read-only as in the cloud. */
-export async function startRelay(scope: Scope, { clientFlags = [] as string[], mountHostKey = true } = {}): Promise<Relay> {
+export async function startRelay(scope: Scope, { clientFlags = [] as string[], mountHostKey = true, settings = undefined as RelaySettings | undefined } = {}): Promise<Relay> {
   const clientImage = await buildImage("relay-client");
   const network = await scope.network("relaynet");
   const client = await scope.run(["--name", scope.name("client"), "--network", network, "--cap-add", "NET_ADMIN", ...clientFlags, clientImage]);
@@ -72,7 +73,7 @@ export async function startRelay(scope: Scope, { clientFlags = [] as string[], m
   // these tests goes from the client container.
   const adminFile = path.join(dir, "admin");
   await writeFile(adminFile, (await exec(client, ["cat", "/k/admin"])).stdout, { mode: 0o600 });
-  const f = await startRelayFixture(scope, { network, dir, keys, admin: { file: adminFile, pub: (await exec(client, ["cat", "/k/admin.pub"])).stdout.trim() }, mountHostKey });
+  const f = await startRelayFixture(scope, { network, dir, keys, admin: { file: adminFile, pub: (await exec(client, ["cat", "/k/admin.pub"])).stdout.trim() }, mountHostKey, settings });
   const pin = async () => exec(client, ["sh", "-c", sh`cat > /k/known_hosts`.text], { input: `${knownHostsLine({ pattern: hostPattern(f.container, RELAY_CONTAINER_PORT), key: parsePublicKey(f.hostKey) })}\n` });
   await pin();
 

@@ -1,0 +1,48 @@
+// Hostile input for the admin command, one generator for both places it is thrown at: the
+// Python file in a temporary root (test/relay-admin.test.ts) and the real relay over ssh
+// (test/relay-admin.docker.test.ts). Names, flags, keys, long and binary lines.
+import fc from "fast-check";
+import type { RunResult } from "../../lib/proc.ts";
+
+export interface HostileCall {
+  verb: string;
+  words: string[];
+  /** the line as the relay sees it in SSH_ORIGINAL_COMMAND */
+  line: string;
+  /** what goes to its stdin */
+  key: string;
+}
+
+/** Calls built around `good`, a valid public key line, and `existing`, a registered name. */
+export function hostileAdminCall(good: string, existing: string): fc.Arbitrary<HostileCall> {
+  const [type, body] = good.split(" ") as [string, string];
+  const hostileWord = fc.oneof(
+    fc.string({ maxLength: 80 }), fc.string({ unit: "binary", maxLength: 40 }),
+    fc.constantFrom("--replace", "--all", "--devices", "--force", "-x", "$(id)", "`id`", ";", "|", "../..", "A", "é", "a".repeat(64), existing),
+  ).map((w) => w.replaceAll("\0", "")); // sshd hands the command over as a C string: it holds no NUL
+  const words = fc.tuple(fc.constantFrom("add-device", "add-client", "remove", "list", "audit", "drop", ""), fc.array(hostileWord, { maxLength: 4 }));
+  const hostileKey = fc.oneof(
+    fc.string({ maxLength: 200 }), fc.string({ unit: "binary", maxLength: 200 }),
+    fc.constantFrom(`${good}\n${good}`, `restrict ${good}`, `${type} ${body}"`, `ssh-rsa ${body}`, `${type} ${body.slice(1)}`, "x".repeat(9000), ""),
+    fc.tuple(fc.string({ maxLength: 10 }), fc.string({ maxLength: 10 })).map(([a, b]) => `${a}${good}${b}`),
+  );
+  return fc.tuple(words, hostileKey).map(([[verb, rest], key]) => ({ verb, words: [verb, ...rest], line: [verb, ...rest].join(" "), key }));
+}
+
+/**
+ * What is wrong with the relay's answer to a hostile call ([] when nothing): a well-formed
+ * call may succeed (a read, an add of the good key, a remove); everything else must be refused
+ * with exactly one line on stderr, nothing on stdout, and a non-zero exit.
+ */
+export function hostileAnswerProblems(c: HostileCall, res: RunResult): string[] {
+  if (res.code === 0) {
+    const wellFormed = ["list", "audit", "remove"].includes(c.verb) || /^(add-device|add-client) [a-z0-9][a-z0-9-]{0,62}( --[a-z]+( \S+)?)*$/.test(c.line.trim());
+    return wellFormed ? [] : [`${JSON.stringify(c.line)} succeeded`];
+  }
+  const lines = res.stderr.trim().split("\n");
+  return [
+    lines.length === 1 ? "" : `${JSON.stringify(c.line)}: ${lines.length} lines on stderr: ${res.stderr.slice(0, 300)}`,
+    /^rtunneld-admin: \S.{10,}/.test(lines[0]!) ? "" : `${JSON.stringify(c.line)}: not one clear line: ${JSON.stringify(lines[0])}`,
+    res.stdout === "" ? "" : `${JSON.stringify(c.line)}: stdout ${JSON.stringify(res.stdout.slice(0, 100))}`,
+  ].filter(Boolean);
+}
