@@ -12,12 +12,12 @@ import { baseImageTag, imageProblem } from "../../lib/docker/baseImage.ts";
 import { ensureEmulation } from "../../lib/docker/emulation.ts";
 import { deviceVariant } from "../../lib/fixtures/device.ts";
 
-const usage = "usage: npm run testbed -- prepare | prepare-emulated | fresh-base | sweep | check";
+const usage = "usage: npm run testbed -- prepare | prepare-emulated [PLATFORM...] | fresh-base | sweep | check";
 /** The platforms the emulated tests run (test/pi-*.emulated.docker.test.ts). */
 const EMULATED = ["linux/arm64", "linux/arm/v7"];
 const say = (line: string) => console.error(`testbed: ${line}`);
 
-async function main(command: string | undefined): Promise<void> {
+async function main(command: string | undefined, args: readonly string[]): Promise<void> {
   switch (command) {
     case "prepare": {
       await ensureEngine();
@@ -34,7 +34,9 @@ async function main(command: string | undefined): Promise<void> {
     }
     case "prepare-emulated": {
       await ensureEngine();
-      await Promise.all(EMULATED.map(async (platform) => {
+      const platforms = args.length ? args : EMULATED;
+      for (const p of platforms) if (!EMULATED.includes(p)) throw new Error(`prepare-emulated takes ${EMULATED.join(", ")} (got ${p})`);
+      await Promise.all(platforms.map(async (platform) => {
         const started = Date.now();
         const log = (l: string) => say(`${platform}: ${l}`);
         await ensureEmulation(platform, { credentials: true, log }); // sudo on the devices needs C
@@ -87,7 +89,7 @@ async function main(command: string | undefined): Promise<void> {
   }
 }
 
-main(process.argv[2]).catch((e: unknown) => {
+main(process.argv[2], process.argv.slice(3)).catch((e: unknown) => {
   console.error(`testbed: ${e instanceof Error ? e.message : String(e)}`);
   process.exitCode = 1;
 });
