@@ -132,6 +132,9 @@ const tunnelWith = (device: string, key: string, port: number) =>
     "-o", "ExitOnForwardFailure=yes", "-p", String(RELAY_CONTAINER_PORT), "-N", "-R", `127.0.0.1:${port}:127.0.0.1:22`, `tunnel@${w.relay.ip}`]);
 
 test.serial("[docker] status lists three devices online with port, connected since and fingerprint, and exits 0", async (t) => {
+  // Online is the relay reading each device's banner through its tunnel, probed afresh when
+  // the cached answer expires: wait for the relay to have all three answers, then look.
+  await waitFor("all three devices online", async () => (await admin((r) => r.list())).filter((e) => e.kind === "device" && e.online).length === 3, { tries: 240 });
   const s = await status();
   t.is(s.code, 0);
   const devices = s.entries.filter((e) => e.kind === "device");

@@ -332,7 +332,7 @@ export function deviceSshdTests(suite: "trixie" | "bookworm"): void {
     t.is((await onDevice(sh`test -e ${SSHD_DROP_IN} || test -e ${SSHD_INCLUDE_MARKER} || echo gone`.text)).stdout.trim(), "gone");
     t.is((await onDevice(sh`cat ${SSHD_CONFIG}`.text)).stdout, w.originalConfig);
     t.regex(await effective("127.0.0.1"), /^passwordauthentication yes$/m);
-    await waitFor("a password login on loopback to work again (sshd reloaded)", async () => (await on(w.device, passwordLogin(lan("127.0.0.1")))).code === 0, { tries: 40, intervalMs: 250 });
+    await waitFor("a password login on loopback to work again (sshd reloaded)", async () => (await on(w.device, passwordLogin(lan("127.0.0.1")))).code === 0, { tries: 480, intervalMs: 250 });
     t.is(await asked(w.device), 1);
   });
 }
