@@ -142,8 +142,8 @@ test.serial("[docker] status lists three devices online with port, connected sin
   for (const d of devices) t.truthy(d.connectedSince, d.name);
   const table = await cli(["status"]);
   t.is(table.code, 0, table.stderr);
-  t.regex(table.stdout, /^NAME\s+KIND\s+STATE\s+PORT\s+CONNECTED SINCE\s+LAST SEEN\s+FINGERPRINT/);
-  t.regex(table.stdout, /\ndevice2\s+device\s+online\s+\d+\s+20\d\d-/);
+  t.regex(table.stdout, /^NAME\s+KIND\s+STATE\s+PORT\s+CONNS\s+CONNECTED SINCE\s+LAST SEEN\s+LAST REFUSED\s+FINGERPRINT/);
+  t.regex(table.stdout, /\ndevice2\s+device\s+online\s+\d+\s+\d+\/\d+\s+20\d\d-/);
   t.regex(table.stderr, /3\/3 devices online/);
   for (const d of ["device1", "device2"]) t.is((await on(w.laptopA, ["ssh", d, "hostname"])).stdout.trim(), d);
 });
