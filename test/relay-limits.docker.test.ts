@@ -163,7 +163,11 @@ test("[docker] a laptop key holds at most its limit (default 32: parallel scp/rs
 
   const jumpMax = RELAY_CONNECTION_LIMITS.jump.max;
   const laps = await holdInTurn(r, h, { tag: "lap", key: "lap", user: "jump", n: jumpMax + 2 });
-  t.deepEqual(laps, [...Array<HoldState>(jumpMax).fill("held"), "refused", "refused"]);
+  t.deepEqual(laps.slice(0, jumpMax), Array<HoldState>(jumpMax).fill("held"));
+  // Past the limit none is let in: the first is refused by the key lookup ("Permission
+  // denied"); on a loaded machine a later one was seen to end before ssh printed that.
+  t.is(laps[jumpMax], "refused");
+  t.false(laps.slice(jumpMax).includes("held"), `past the limit: ${laps.slice(jumpMax).join(", ")}`);
   // Another laptop is not affected, nor the operator.
   await r.holdForward("desk", 18310, dev.port);
   t.regex(await r.readThrough(18310), /^SSH-2.0/);
