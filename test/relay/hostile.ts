@@ -2,6 +2,7 @@
 // Python file in a temporary root (test/relay-admin.test.ts) and the real relay over ssh
 // (test/relay-admin.docker.test.ts). Names, flags, keys, long and binary lines.
 import fc from "fast-check";
+import type { ExecutionContext } from "ava";
 import type { RunResult } from "../../lib/proc.ts";
 
 export interface HostileCall {
@@ -45,4 +46,31 @@ export function hostileAnswerProblems(c: HostileCall, res: RunResult): string[] 
     /^rtunneld-admin: \S.{10,}/.test(lines[0]!) ? "" : `${JSON.stringify(c.line)}: not one clear line: ${JSON.stringify(lines[0])}`,
     res.stdout === "" ? "" : `${JSON.stringify(c.line)}: stdout ${JSON.stringify(res.stdout.slice(0, 100))}`,
   ].filter(Boolean);
+}
+
+/**
+ * Throws `runs` hostile calls at an admin command, one at a time: each answer must pass
+ * hostileAnswerProblems, and a refused call must leave the registry byte-for-byte as it was.
+ * Returns how many were refused (the caller checks the generator hit its target).
+ */
+export async function throwHostileCalls(
+  t: ExecutionContext,
+  o: { good: string; existing: string; runs: number; call: (c: HostileCall) => Promise<RunResult>; registry: () => Promise<string> },
+): Promise<number> {
+  let refused = 0;
+  await fc.assert(
+    fc.asyncProperty(hostileAdminCall(o.good, o.existing), async (c) => {
+      const before = await o.registry();
+      const res = await o.call(c);
+      const problems = hostileAnswerProblems(c, res);
+      if (res.code !== 0) {
+        refused++;
+        if ((await o.registry()) !== before) problems.push(`${JSON.stringify(c.line)} changed the registry`);
+      }
+      t.deepEqual(problems, []);
+      return problems.length === 0;
+    }),
+    { numRuns: o.runs },
+  );
+  return refused;
 }
