@@ -10,6 +10,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { renderAgentEnv, renderAgentKnownHosts } from "../lib/contract/agent.ts";
 import { RELAY_CONNECTION_LIMITS, RELAY_CONTAINER_PORT } from "../lib/contract/relay.ts";
 import { parsePublicKey } from "../lib/keys.ts";
+import { listeningLoopbackPorts } from "../lib/net.ts";
 import { docker, exec, inspect, openFrom, startFlood } from "../lib/fixtures/index.ts";
 import { ListAnswer } from "../provision/relay/protocol.ts";
 import { parseSshdT, renderDropIn, SSHD_DROP_IN, TUNNEL_SOURCES, tunnelConnectionSpec, tunnelDirectives } from "../provision/device/sshd.ts";
@@ -32,14 +33,8 @@ wait
 
 /** Ports in `ports` that listen on the relay's loopback (read from the relay's netns via /proc). */
 async function listening(relayPid: number, ports: ReadonlySet<number>): Promise<number> {
-  const text = await readFile(`/proc/${relayPid}/net/tcp`, "utf8");
-  let n = 0;
-  for (const line of text.split("\n").slice(1)) {
-    const c = line.trim().split(/\s+/);
-    if (c[3] !== "0A" || !c[1]?.startsWith("0100007F:")) continue;
-    if (ports.has(parseInt(c[1].slice(9), 16))) n++;
-  }
-  return n;
+  const open = listeningLoopbackPorts(await readFile(`/proc/${relayPid}/net/tcp`, "utf8"));
+  return [...ports].filter((p) => open.has(p)).length;
 }
 
 const mib = (kib: number) => kib / 1024;
