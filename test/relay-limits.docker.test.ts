@@ -12,7 +12,7 @@
 import test from "ava";
 import { RELAY_CONNECTION_LIMITS } from "../lib/contract/relay.ts";
 import { sh } from "../lib/shell.ts";
-import { buildImage, docker, ensureDocker, exec, openFrom, startFlood, useScope, waitFor } from "./bed/index.ts";
+import { buildImage, docker, ensureDocker, exec, openFrom, startFlood, unauthenticatedOnRelay, useScope, waitFor } from "./bed/index.ts";
 import type { AuditEvent, Listing } from "../provision/relay/protocol.ts";
 import { type Relay, sshArgv, startRelay } from "./relay/fixture.ts";
 
@@ -253,9 +253,9 @@ test("[docker] a flood of connections that never authenticate, from one address,
   const attackerIp = (await exec(attacker, ["sh", "-c", "hostname -i | cut -d' ' -f1"])).stdout.trim();
   const bound = 3000;
   const flood = startFlood(attacker, attackerIp, { host: r.container }, bound);
-  const held = () => openFrom(r.container, attackerIp);
   await waitFor("the flood to be refused by the relay", async () => /drop connection #\d+ from \[[0-9.]+\]:\d+ on \[[0-9.]+\]:2222 Maxstartups/.test((await docker(["logs", r.container])).stderr), { tries: 480, intervalMs: 250 });
   let most = 0;
+  let mostSockets = 0;
   let sent: number;
   try {
     // While it floods: a device connects, a laptop reaches a device, the operator lists.
@@ -263,14 +263,22 @@ test("[docker] a flood of connections that never authenticate, from one address,
     await r.holdForward("lap", 18330, late.port);
     t.regex(await r.readThrough(18330), /^SSH-2.0/);
     t.is((await r.admin(["list"])).code, 0);
-    for (let i = 0; i < 10; i++) most = Math.max(most, await held());
+    // sshd's own count of unauthenticated connections is what PerSourceMaxStartups bounds; the
+    // socket table also holds connections the kernel completed and a busy sshd has not yet read
+    // or closed (its listen backlog), so it is only logged.
+    for (let i = 0; i < 10; i++) {
+      most = Math.max(most, await unauthenticatedOnRelay(r.container));
+      mostSockets = Math.max(mostSockets, await openFrom(r.container, attackerIp));
+    }
   } finally {
     sent = await flood.stop();
   }
-  t.log(`the attacker opened ${sent} connections; at most ${most} of them were open on the relay at a sample (PerSourceMaxStartups ${perSource})`);
+  t.log(`the attacker opened ${sent} connections; at a sample sshd held at most ${most} unauthenticated ones (PerSourceMaxStartups ${perSource}); at most ${mostSockets} were established in the relay's socket table`);
   t.true(sent < bound, "the flood ran out before the others connected: nothing was proven");
-  // A dropped connection is closed at once; one just accepted may not be yet: slack of 2.
-  t.true(most <= perSource + 2, `${most} attacker connections open at once`);
+  t.true(most > 0, "no sample saw the flood's connections held by sshd: nothing was measured");
+  // Everyone else was authenticated before the samples; an agent reconnecting meanwhile is
+  // counted too, and there are two of them.
+  t.true(most <= perSource + 2, `sshd held ${most} unauthenticated connections at once`);
   t.true(await r.listening(dev.port), "the established tunnel survived the flood");
 });
 
