@@ -15,7 +15,7 @@ import { docker, exec, inspect, openFrom, startFlood } from "../lib/fixtures/ind
 import { ListAnswer } from "../provision/relay/protocol.ts";
 import { parseSshdT, renderDropIn, SSHD_DROP_IN, TUNNEL_SOURCES, tunnelConnectionSpec, tunnelDirectives } from "../provision/device/sshd.ts";
 import { connectCommands, parseTimings, timingScript } from "./connect.ts";
-import { containerMemoryBytes, containerPidStats, containerPss, containerPssBy } from "./procs.ts";
+import { containerCpuSeconds, containerMemoryBytes, containerPidStats, containerPss, containerPssBy } from "./procs.ts";
 import type { Row, Section } from "./results.ts";
 import type { World } from "./world.ts";
 import { med } from "./stats.ts";
@@ -47,37 +47,85 @@ interface Convergence {
   up: number;
   timeline: string[];
   peakLoad: number;
+  /** samples taken, how many failed, the first failures' messages, the slowest sample (ms) */
+  samples: number;
+  failed: number;
+  failures: string[];
+  slowestMs: number;
+  /** where the phase's CPU went (describeCpu) */
+  cpu: string;
 }
+
+/** CPU seconds used so far by each named container, and by the whole machine (/proc/stat). */
+type CpuSnapshot = Record<string, number>;
+
+async function cpuSnapshot(containers: Record<string, string>): Promise<CpuSnapshot> {
+  const out: CpuSnapshot = {};
+  for (const [label, c] of Object.entries(containers)) out[label] = await containerCpuSeconds(c).catch(() => NaN);
+  const [, ...ticks] = (await readFile("/proc/stat", "utf8")).split("\n")[0]!.trim().split(/\s+/).map(Number);
+  // user nice system idle iowait irq softirq steal: busy is all but idle and iowait, in USER_HZ (100)
+  out.machine = ticks.slice(0, 8).reduce((a, b, i) => (i === 3 || i === 4 ? a : a + b!), 0) / 100;
+  return out;
+}
+
+/** "relay 12 s, agents 40 s, ... of 2 cores x 60 s": where a phase's CPU went. */
+function describeCpu(from: CpuSnapshot, to: CpuSnapshot, wallMs: number): string {
+  const parts = Object.keys(to).map((k) => `${k} ${(to[k]! - from[k]!).toFixed(0)} s`);
+  return `CPU used: ${parts.join(", ")}, of ${os.cpus().length} cores x ${(wallMs / 1000).toFixed(0)} s`;
+}
+
+/** Gives up on a convergence whose samples keep failing: a count that cannot be read is not a count of zero. */
+const MAX_FAILED_IN_A_ROW = 10;
 
 /**
  * Samples `count` (how many of `n` devices are up) until all are, or `limitMs` passed. Records
  * when 50/90/100% were first reached, with the load average beside each, and a 10 s timeline.
  */
-async function converge(n: number, limitMs: number, count: () => Promise<number>, every = 1000): Promise<Convergence> {
+async function converge(n: number, limitMs: number, count: () => Promise<number>, cpu: () => Promise<CpuSnapshot>, progress: (line: string) => void, every = 1000): Promise<Convergence> {
+  const cpu0 = await cpu();
   const t0 = Date.now();
   const marks = new Map<number, { ms: number; load: number }>();
   const timeline: string[] = [];
   let next = 0;
   let up = 0;
   let peakLoad = 0;
+  let samples = 0;
+  let failed = 0;
+  let inARow = 0;
+  let slowestMs = 0;
+  const failures: string[] = [];
   while (Date.now() - t0 < limitMs) {
-    up = await count().catch(() => up);
+    const s0 = Date.now();
+    samples++;
+    try {
+      up = await count();
+      inARow = 0;
+    } catch (e) {
+      failed++;
+      inARow++;
+      const why = (e instanceof Error ? e.message : String(e)).trim().split("\n")[0]!;
+      if (failures.length < 3) failures.push(`${((Date.now() - t0) / 1000).toFixed(0)} s: ${why}`);
+      if (inARow >= MAX_FAILED_IN_A_ROW) throw new Error(`the online count failed ${inARow} times in a row (${failures.join("; ")})`, { cause: e });
+    }
+    slowestMs = Math.max(slowestMs, Date.now() - s0);
     const ms = Date.now() - t0;
     const load = os.loadavg()[0]!;
     peakLoad = Math.max(peakLoad, load);
     for (const f of FRACTIONS) if (up >= Math.ceil(f * n) && !marks.has(f)) marks.set(f, { ms, load });
     if (ms >= next) {
       timeline.push(`${(next / 1000).toFixed(0)} s: ${up} (load ${load.toFixed(0)})`);
+      progress(`${timeline.at(-1)} of ${n}`);
       next += 10_000;
     }
     if (up >= n) break;
     await sleep(every);
   }
-  return { marks, up, timeline, peakLoad };
+  return { marks, up, timeline, peakLoad, samples, failed, failures, slowestMs, cpu: describeCpu(cpu0, await cpu(), Date.now() - t0) };
 }
 
 const describeMarks = (c: Convergence) =>
-  FRACTIONS.map((f) => { const m = c.marks.get(f); return `${f * 100}% ${m ? `after ${(m.ms / 1000).toFixed(1)} s (load ${m.load.toFixed(1)})` : "not reached"}`; }).join(", ");
+  `${FRACTIONS.map((f) => { const m = c.marks.get(f); return `${f * 100}% ${m ? `after ${(m.ms / 1000).toFixed(1)} s (load ${m.load.toFixed(1)})` : "not reached"}`; }).join(", ")}` +
+  ` [${c.samples} samples, slowest ${(c.slowestMs / 1000).toFixed(1)} s${c.failed ? `, ${c.failed} failed: ${c.failures.join("; ")}` : ""}; ${c.cpu}]`;
 
 export async function benchScale(w: World, o: { tunnels: number; connectRounds: number; log: (l: string) => void }): Promise<Section> {
   const n = o.tunnels;
@@ -143,11 +191,12 @@ export async function benchScale(w: World, o: { tunnels: number; connectRounds: 
   // Up means what `status` calls online: the relay read the device's sshd banner through the tunnel.
   const online = async () => {
     const r = await w.admin(["list"]);
-    if (r.code !== 0) throw new Error(r.stderr);
+    if (r.code !== 0) throw new Error(`list: exit ${r.code}: ${r.stderr.trim().replace(/\s*\n\s*/g, " ") || "(nothing on stderr)"}`);
     return ListAnswer.parse(JSON.parse(r.stdout)).filter((l) => l.kind === "device" && l.name.startsWith("farm-") && l.online).length;
   };
+  const cpu = () => cpuSnapshot({ relay: w.relay, agents: farm, "devices' sshd": farmNet });
   const rampLimit = spreadMs + 240_000;
-  const ramp = await converge(n, rampLimit, online);
+  const ramp = await converge(n, rampLimit, online, cpu, (l) => o.log(`scale: ramp ${l}`));
   let up = ramp.up;
   const rampS = (Date.now() - t) / 1000;
   o.log(`scale: ${up} of ${n} tunnels up (online in list) after ${rampS.toFixed(0)} s (starts spread over ${spreadMs / 1000} s): ${describeMarks(ramp)}`);
@@ -165,9 +214,19 @@ export async function benchScale(w: World, o: { tunnels: number; connectRounds: 
   // topology, CPU capped so the run measures connection slots, not a starved machine).
   const before = await containerPidStats(w.relay);
   const stormLimit = 240_000;
+  const restartTrouble: string[] = [];
+  // Under a storm dockerd can give up waiting for the stopped relay's exit ("did not receive an
+  // exit event"): recorded, and the relay started again, so the phase is still measured.
+  const restartRelay = async () => {
+    const r = await docker(["restart", "-t", "10", w.relay], { check: false, timeoutMs: 300_000 });
+    if (r.code === 0) return;
+    restartTrouble.push(`\`docker restart\` failed: ${r.stderr.trim().split("\n").pop()}`);
+    for (let i = 0; i < 60 && (await inspect(w.relay, "{{.State.Status}}").catch(() => "?")) === "running"; i++) await sleep(1000);
+    await docker(["start", w.relay]);
+  };
   const restartStorm = async () => {
-    await docker(["restart", "-t", "10", w.relay]);
-    return { storm: await converge(n, stormLimit, online) };
+    await restartRelay();
+    return { storm: await converge(n, stormLimit, online, cpu, (l) => o.log(`scale: restart ${l}`)) };
   };
   const restartAt = Date.now();
   const plain = await restartStorm();
@@ -179,7 +238,7 @@ export async function benchScale(w: World, o: { tunnels: number; connectRounds: 
   const flood = startFlood(attacker, attackSite.routerWanIp, { host: w.relayIp }, floodBound);
   await sleep(5000); // the flood holds its slots before the relay goes down and after
   const floodRestartAt = Date.now();
-  await docker(["restart", "-t", "10", w.relay]);
+  await restartRelay();
   const victims = { laptopTries: 0, laptopOk: 0, adminTries: 0, adminOk: 0, attackerMostOpen: 0 };
   let stormDone = false;
   const probeVictims = (async () => {
@@ -192,7 +251,7 @@ export async function benchScale(w: World, o: { tunnels: number; connectRounds: 
       await sleep(2000);
     }
   })();
-  const attacked = await converge(n, stormLimit, online);
+  const attacked = await converge(n, stormLimit, online, () => cpuSnapshot({ relay: w.relay, agents: farm, "devices' sshd": farmNet, attacker }), (l) => o.log(`scale: restart under a flood ${l}`));
   stormDone = true;
   await probeVictims;
   const floodSent = await flood.stop();
@@ -212,6 +271,10 @@ export async function benchScale(w: World, o: { tunnels: number; connectRounds: 
   const penaltyLines = samples(/penalt/i);
   const dropLines = samples(/drop connection|MaxStartups/);
   const farmAttempts = (await farmSh("cat /farm/log/* | grep -c ' rtunnel: lost: ' || true")).stdout.trim();
+  // Why the agents' sessions ended, most common first (addresses and ports folded).
+  const lostReasons = (await farmSh("cat /farm/log/* | sed -n 's/.* rtunnel: lost: \\(.*\\) (ssh exit \\([0-9]*\\).*/\\1 (exit \\2)/p' | sed -E 's/[0-9]+(\\.[0-9]+){3}/ADDR/g; s/port [0-9]+/port P/g' | sort | uniq -c | sort -rn | head -6")).stdout
+    .split("\n").map((l) => l.trim()).filter(Boolean);
+  const handshakes = { timedOut: count(/Timeout before authentication/g), postponed: count(/Postponed publickey/g), accepted: count(/Accepted publickey/g) };
   await docker(["rm", "-f", farm, farmNet], { check: false });
   // The idle relay once more, after the farm is gone: the baseline is both idle measurements,
   // so a burst of other load on this machine before the farm does not decide the ratio alone.
@@ -269,6 +332,9 @@ export async function benchScale(w: World, o: { tunnels: number; connectRounds: 
     `Ramp (farm start): ${describeMarks(ramp)}. Timeline: ${ramp.timeline.join(", ")}.`,
     `Relay restart: ${describeMarks(plain.storm)}. Timeline: ${plain.storm.timeline.join(", ")}.`,
     `Relay restart during the flood: ${describeMarks(attacked)}. Timeline: ${attacked.timeline.join(", ")}. The attacker (its own site, one address, CPU capped at 0.5) opened ${floodSent} connections in ${floodS.toFixed(0)} s, never more than ${victims.attackerMostOpen} open at once on the relay at a sample; meanwhile the office laptop's \`ssh raspi true\` succeeded ${victims.laptopOk} of ${victims.laptopTries} times and the operator's admin call ${victims.adminOk} of ${victims.adminTries}.`,
+    ...restartTrouble,
+    `Handshakes in the relay's log since the first restart: ${handshakes.accepted} accepted, ${handshakes.postponed} key queries answered (Postponed publickey), ${handshakes.timedOut} timed out before authentication (LoginGraceTime).`,
+    `Why the agents' sessions ended, since the farm started (count, reason, ssh's exit code): ${lostReasons.join("; ")}.`,
     `The relay's log since the first restart has ${drops} MaxStartups drops ("drop connection #"), ${penalties} PerSourcePenalties lines and ${forkFail} fork failures; the farm's clients made ${farmAttempts} connection attempts that ended (all of them, since the farm started).`,
     ...(penaltyLines.length ? [`PerSourcePenalties lines in the relay's log (all devices share the home router's address, so a penalty there blocks every one of them): ${penaltyLines.map((l) => `\`${l.replace(/^.*?sshd/, "sshd")}\``).join("; ")}.`] : []),
     ...(dropLines.length ? [`MaxStartups lines: ${dropLines.map((l) => `\`${l.replace(/^.*?sshd/, "sshd")}\``).join("; ")}.`] : []),

@@ -66,23 +66,32 @@ test("[docker] the raspi's uplink silently cut for 20 s: the tunnel comes back b
   t.regex(states.at(-1) ?? "", /rtunnel: up: /, states.join("\n"));
 
   // The old session's path then dies for good (a NAT mapping lost, a power cut: no FIN ever
-  // arrives) and the agent starts over at once: the relay still holds the port for the dead
-  // session. The agent must keep trying until the relay gives the dead session up, never
-  // settle on "remote port forwarding failed". Meanwhile the laptop tries `ssh raspi` in a
-  // tight loop, as an impatient person or a monitoring script would: each try queues a
-  // channel open on the dead session. (In the bench's world such a loop kept the dead session,
-  // and the port, for 15 minutes until the relay capped its TCP retransmissions,
-  // lib/contract/relayRun.ts; this world does not show that without the cap.)
-  marker = (await w.agentLog()).split("\n").length - 1;
-  await w.blackholeSession();
-  await docker(["restart", w.agent.container]);
-  // Each try gives up after 5 s (a channel open to a dead device is never answered); 60 tries
-  // are 5 minutes, far more than the relay needs to give the session up (tens of seconds).
-  const hammer = await w.onLaptop("n=0; until timeout 5 ssh -o BatchMode=yes raspi true 2>/dev/null; do n=$((n+1)); [ $n -ge 60 ] && exit 1; sleep 0.05; done; echo $n", 900_000);
-  t.is(hammer.code, 0, "the laptop's loop did not get through in 60 tries: the relay kept the dead session");
-  await w.waitTunnel("the tunnel after the relay freed the dead session's port");
-  states = statesAfter(await w.agentLog(), marker);
-  t.true(states.some((l) => /lost: Error: remote port forwarding failed for listen port/.test(l)), `the port was still held:\n${states.join("\n")}`);
+  // arrives) and the agent starts over at once (its ssh killed: the loop reconnects within a
+  // second): the relay still holds the port for the dead session. The agent must keep trying
+  // until the relay gives the dead session up, never settle on "remote port forwarding
+  // failed". Meanwhile the laptop tries `ssh raspi` in a tight loop, as an impatient person or
+  // a monitoring script would: each try queues a channel open on the dead session. (In the
+  // bench's world such a loop kept the dead session, and the port, for 15 minutes until the
+  // relay capped its TCP retransmissions, lib/contract/relayRun.ts; this world does not show
+  // that without the cap.) The relay gives a dead session up after 10-15 s of unanswered
+  // keepalives; on a starved machine the agent's new login can take longer than that, and then
+  // the port was free and the scenario did not happen: it is tried again, not passed.
+  let held = false;
+  for (let attempt = 1; attempt <= 3 && !held; attempt++) {
+    marker = (await w.agentLog()).split("\n").length - 1;
+    await w.blackholeSession();
+    // The agent image has no pkill: its ssh found by /proc/PID/comm.
+    await w.scope.exec(w.agent.container, ["sh", "-c", 'for p in /proc/[0-9]*; do [ "$(cat "$p/comm" 2>/dev/null)" = ssh ] && kill -KILL "${p#/proc/}"; done; true']);
+    // Each try gives up after 5 s (a channel open to a dead device is never answered); 60 tries
+    // are 5 minutes, far more than the relay needs to give the session up (tens of seconds).
+    const hammer = await w.onLaptop("n=0; until timeout 5 ssh -o BatchMode=yes raspi true 2>/dev/null; do n=$((n+1)); [ $n -ge 60 ] && exit 1; sleep 0.05; done; echo $n", 900_000);
+    t.is(hammer.code, 0, "the laptop's loop did not get through in 60 tries: the relay kept the dead session");
+    await w.waitTunnel("the tunnel after the relay freed the dead session's port");
+    states = statesAfter(await w.agentLog(), marker);
+    held = states.some((l) => /lost: Error: remote port forwarding failed for listen port/.test(l));
+    if (!held) t.log(`attempt ${attempt}: the relay had freed the port before the agent's new login (a busy machine); again:\n${states.join("\n")}`);
+  }
+  t.true(held, `in three tries the agent never met its port held by the dead session:\n${states.join("\n")}`);
   t.regex(states.at(-1) ?? "", /rtunnel: up: /, states.join("\n"));
 });
 
