@@ -5,6 +5,7 @@
 //   npm run bench -- --quick            smoke run: fewer runs, 100 tunnels, 32 MiB
 //   npm run bench -- --only connect,recovery
 //   npm run bench -- --only scale --merge bench/results.json   replace one section of a full run
+//   npm run bench -- --merge bench/results.json --from bench/out/results.json   the same, from a finished run
 import { existsSync } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import os from "node:os";
@@ -40,7 +41,7 @@ export interface Plan {
 }
 
 /** What a run does, from its command line (pure). */
-export function plan(argv: readonly string[]): Plan & { out?: string; merge?: string } {
+export function plan(argv: readonly string[]): Plan & { out?: string; merge?: string; from?: string } {
   const { values } = parseArgs({
     args: [...argv],
     options: {
@@ -49,9 +50,11 @@ export function plan(argv: readonly string[]): Plan & { out?: string; merge?: st
       out: { type: "string" },
       merge: { type: "string" },
       tunnels: { type: "string" },
+      from: { type: "string" },
     },
     strict: true,
   });
+  if (values.from && !values.merge) throw new RangeError("--from needs --merge FILE (the full run its sections replace)");
   const only = (values.only ? values.only.split(",").map((s) => s.trim()).filter(Boolean) : [...SECTIONS]) as SectionId[];
   for (const s of only) {
     if (!SECTIONS.includes(s)) throw new RangeError(`--only takes ${SECTIONS.join(",")} (got ${JSON.stringify(s)})`);
@@ -60,7 +63,7 @@ export function plan(argv: readonly string[]): Plan & { out?: string; merge?: st
   const tunnels = values.tunnels ? Number(values.tunnels) : quick ? 100 : 1000;
   if (!Number.isInteger(tunnels) || tunnels < 1 || tunnels > 5000) throw new RangeError(`--tunnels must be 1-5000 (got ${values.tunnels})`);
   return {
-    quick, only, out: values.out, merge: values.merge, tunnels,
+    quick, only, out: values.out, merge: values.merge, from: values.from, tunnels,
     connectRounds: quick ? 5 : 15,
     bytes: (quick ? 32 : 256) * 2 ** 20,
     throughputRuns: quick ? 2 : 3,
@@ -106,12 +109,39 @@ async function checkout(): Promise<string> {
   return dirty.length ? `${head}, with uncommitted changes in ${dirty.join(", ")}` : head;
 }
 
+/** A full run with the sections of a later partial run in place of its own (pure). */
+export function mergeResults(old: Results, fresh: Results): Results {
+  const ids = new Set(fresh.sections.map((s) => s.id));
+  const sections = [...old.sections.filter((s) => !ids.has(s.id)), ...fresh.sections];
+  sections.sort((a, b) => SECTIONS.indexOf(a.id as SectionId) - SECTIONS.indexOf(b.id as SectionId));
+  return {
+    ...fresh,
+    command: `${old.command}, then ${fresh.command}`,
+    durationSeconds: old.durationSeconds + fresh.durationSeconds,
+    notes: [...old.notes.map((n) => (n.startsWith("(") ? n : `(${old.date}) ${n}`)), ...fresh.notes.map((n) => `(${[...ids].join(", ")} re-run on ${fresh.date}) ${n}`)],
+    sections,
+    quick: old.quick || fresh.quick,
+  };
+}
+
+async function writeResults(outDir: string, results: Results): Promise<void> {
+  await mkdir(outDir, { recursive: true });
+  await writeFile(path.join(outDir, "results.json"), `${JSON.stringify(results, null, 1)}\n`);
+  await writeFile(path.join(outDir, "RESULTS.md"), renderResults(results));
+}
+
 const load = () => os.loadavg().map((x) => x.toFixed(2)).join(" ");
 
 async function main(): Promise<void> {
   const p = plan(process.argv.slice(2));
   const t0 = Date.now();
   const log = (l: string) => process.stderr.write(`bench: ${l}\n`);
+  if (p.from && p.merge) {
+    const read = async (f: string) => JSON.parse(await readFile(f, "utf8")) as Results;
+    await writeResults(path.dirname(path.resolve(p.merge)), mergeResults(await read(p.merge), await read(p.from)));
+    log(`merged ${p.from} into ${p.merge}`);
+    return;
+  }
   const notes: string[] = [`Load average (1/5/15 min) at the start: ${load()}.`];
   log(`plan: ${JSON.stringify(p)}`);
   await ensureDocker();
@@ -155,23 +185,8 @@ async function main(): Promise<void> {
   let results: Results = {
     date: new Date().toISOString(), command, quick: p.quick, durationSeconds: (Date.now() - t0) / 1000, machine: mach ?? (await machine(undefined)), notes, sections,
   };
-  if (p.merge && existsSync(p.merge)) {
-    const old = JSON.parse(await readFile(p.merge, "utf8")) as Results;
-    const ids = new Set(sections.map((s) => s.id));
-    const merged = [...old.sections.filter((s) => !ids.has(s.id)), ...sections];
-    merged.sort((a, b) => SECTIONS.indexOf(a.id as SectionId) - SECTIONS.indexOf(b.id as SectionId));
-    results = {
-      ...results,
-      command: `${old.command}, then ${command}`,
-      durationSeconds: old.durationSeconds + results.durationSeconds,
-      notes: [...old.notes.map((n) => (n.startsWith("(") ? n : `(${old.date}) ${n}`)), ...notes.map((n) => `(${[...ids].join(", ")} re-run on ${results.date}) ${n}`)],
-      sections: merged,
-      quick: old.quick || p.quick,
-    };
-  }
-  await mkdir(outDir, { recursive: true });
-  await writeFile(path.join(outDir, "results.json"), `${JSON.stringify(results, null, 1)}\n`);
-  await writeFile(path.join(outDir, "RESULTS.md"), renderResults(results));
+  if (p.merge && existsSync(p.merge)) results = mergeResults(JSON.parse(await readFile(p.merge, "utf8")) as Results, results);
+  await writeResults(outDir, results);
   log(`wrote ${path.join(outDir, "RESULTS.md")} in ${((Date.now() - t0) / 60_000).toFixed(1)} min`);
 }
 

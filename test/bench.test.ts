@@ -8,7 +8,7 @@ import { stepName } from "../bench/enroll.ts";
 import { parseProbe } from "../bench/recovery.ts";
 import { figures, renderResults, type Results, type Section } from "../bench/results.ts";
 import { CGROUP_ROW, sizing, smallestFor } from "../bench/sizing.ts";
-import { plan } from "../bench/run.ts";
+import { mergeResults, plan } from "../bench/run.ts";
 import { judge, median, pairedRatios, summarize } from "../bench/stats.ts";
 import { repoRoot } from "../lib/paths.ts";
 
@@ -57,6 +57,25 @@ test("the plan: full by default, --quick shrinks, --only checks its names", (t) 
   t.is(quick.tunnels, 100);
   t.is(quick.bytes, 32 * 2 ** 20);
   t.throws(() => plan(["--only", "speed"]), { instanceOf: RangeError });
+  t.throws(() => plan(["--from", "bench/out/results.json"]), { instanceOf: RangeError, message: /--from needs --merge/ });
+  t.is(plan(["--merge", "bench/results.json", "--from", "bench/out/results.json"]).from, "bench/out/results.json");
+});
+
+test("a partial run's sections replace the full run's, in the full run's order, with both runs' notes", (t) => {
+  const section = (id: string, finding: string): Section => ({ id, title: id, method: [], rows: [], findings: [finding] });
+  const full: Results = {
+    date: "2026-01-01T00:00:00.000Z", command: "npm run bench", quick: false, durationSeconds: 1500, machine: {}, notes: ["full run"],
+    sections: [section("connect", "old connect"), section("scale", "old scale"), section("enroll", "old enroll")],
+  };
+  const partial: Results = {
+    date: "2026-02-01T00:00:00.000Z", command: "npm run bench -- --only scale", quick: false, durationSeconds: 900, machine: {}, notes: ["partial run"],
+    sections: [section("scale", "new scale")],
+  };
+  const merged = mergeResults(full, partial);
+  t.deepEqual(merged.sections.map((s) => `${s.id}: ${s.findings[0]}`), ["connect: old connect", "enroll: old enroll", "scale: new scale"]);
+  t.is(merged.durationSeconds, 2400);
+  t.is(merged.command, "npm run bench, then npm run bench -- --only scale");
+  t.deepEqual(merged.notes, ["(2026-01-01T00:00:00.000Z) full run", "(scale re-run on 2026-02-01T00:00:00.000Z) partial run"]);
 });
 
 test("RESULTS.md is rendered from the results object: ratios, verdicts and the machine", (t) => {
