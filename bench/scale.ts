@@ -39,6 +39,14 @@ async function listening(relayPid: number, ports: ReadonlySet<number>): Promise<
 
 const mib = (kib: number) => kib / 1024;
 
+/**
+ * CPU caps of the simulated devices. Real devices bring their own CPUs; here the farm shares
+ * the relay's 2 cores, and uncapped, 1000 agents starting (about 0.45 CPU-s each: every program
+ * started costs tens of ms on this machine) plus one sshd answering every device's probes held
+ * the load above 600 and decided the run, not the relay (bench/RESULTS.md, scale findings).
+ */
+const FARM_CPUS = { agents: 1, sshd: 0.5 } as const;
+
 const FRACTIONS = [0.5, 0.9, 1] as const;
 
 interface Convergence {
@@ -136,7 +144,7 @@ export async function benchScale(w: World, o: { tunnels: number; connectRounds: 
   const method: string[] = [];
   // The farm's network namespace is a plain host behind the home router (the agent image has
   // no `ip` to set its route); the agents run in the agent image, sharing that namespace.
-  const farmNet = await w.net.attach(w.net.home, w.scope.name("farmnet"), ["--hostname", "farm", "--entrypoint", "sleep", w.images.host, "infinity"]);
+  const farmNet = await w.net.attach(w.net.home, w.scope.name("farmnet"), ["--hostname", "farm", "--cpus", String(FARM_CPUS.sshd), "--entrypoint", "sleep", w.images.host, "infinity"]);
   // One sshd on the farm's port 22 answers for all N devices, so the relay's banner probe (what
   // `list` calls online) reads a real sshd through every tunnel. It carries enrollment's own
   // drop-in (rendered from this sshd's `sshd -T`, as on a device), and, because it stands for N
@@ -145,7 +153,7 @@ export async function benchScale(w: World, o: { tunnels: number; connectRounds: 
   await exec(farmNet, ["ssh-keygen", "-A"]);
   const facts = { version: "", global: await sshdT([]), tunnel: await sshdT(["-C", tunnelConnectionSpec("pi", TUNNEL_SOURCES[0]!)]) };
   await exec(farmNet, ["sh", "-c", `cat >${SSHD_DROP_IN} && printf 'MaxStartups ${n}:30:${2 * n}\\n' >/etc/ssh/sshd_config.d/farm.conf && /usr/sbin/sshd`], { input: renderDropIn(tunnelDirectives(facts)) });
-  const farm = await w.scope.run(["--name", w.scope.name("farm"), "--network", `container:${farmNet}`, "--shm-size", "256m", "--entrypoint", "sleep", w.images.agent, "infinity"]);
+  const farm = await w.scope.run(["--name", w.scope.name("farm"), "--network", `container:${farmNet}`, "--cpus", String(FARM_CPUS.agents), "--shm-size", "256m", "--entrypoint", "sleep", w.images.agent, "infinity"]);
   const farmSh = (script: string, timeoutMs = 600_000) => exec(farm, ["bash", "-c", script], { timeoutMs });
   // Keys, made in the farm (one per device), then registered one add-device each.
   let t = Date.now();
@@ -357,6 +365,7 @@ export async function benchScale(w: World, o: { tunnels: number; connectRounds: 
     findings.push(`Connect under load is ${loadRatio.toFixed(2)}x idle while direct ssh on the same machine slowed ${directRatio.toFixed(2)}x: the ${n} simulated devices run on the same 2 cores as the relay (their keepalives every 5 s, in both directions), so part of this is the farm's own CPU, not the relay's.`);
   }
   method.push(
+    `The simulated devices are CPU-capped (agents ${FARM_CPUS.agents} CPU, their one sshd ${FARM_CPUS.sshd} CPU; the relay is not), so the relay's CPU, not the simulator's, is measured.`,
     `Devices: ${n} keys (ed25519, made in the farm container), registered by \`add-device farm-NNNN\` over ${lanes} multiplexed admin connections; ${n} copies of the real device agent (images/rtunnel/agent: its ssh options, its backoff, its log) in one farm container from the agent image behind the home router (one NAT source address for all), each with its own /etc/rtunnel-like directory written by the same renderers enrollment uses, starts spread at random over ${spreadMs / 1000} s.`,
     "A device counts as up when the relay's `list` says online: its port listens on the relay's loopback and the relay read an SSH banner through it (the farm runs one sshd that answers for all devices, with loopback exempt from penalties as enrollment's drop-in sets it). Sampled once a second (each sample is one `list`, whose probes are cached per listener: 5 min for an answer, 2 s for a refusal, 30 s for a timeout).",
     "Memory: PSS from /proc/PID/smaps_rollup summed over every process in the relay container's cgroup, once idle (the raspi's tunnel only) and once with all tunnels up; per tunnel = (loaded - idle) / N. Single measurements (1 run).",
