@@ -205,9 +205,9 @@ export async function benchScale(w: World, o: { tunnels: number; connectRounds: 
     if (r.code !== 0) throw new Error(`list: exit ${r.code}: ${r.stderr.trim().replace(/\s*\n\s*/g, " ") || "(nothing on stderr)"}`);
     return ListAnswer.parse(JSON.parse(r.stdout)).filter((l) => l.kind === "device" && l.name.startsWith("farm-") && l.online).length;
   };
-  const cpu = () => cpuSnapshot({ relay: w.relay, agents: farm, "devices' sshd": farmNet });
+  const cpu = (more: Record<string, string> = {}) => cpuSnapshot({ relay: w.relay, agents: farm, "devices' sshd": farmNet, ...more });
   const rampLimit = spreadMs + 900_000; // starting 1000 agents here costs minutes of CPU on its own
-  const ramp = await converge(n, rampLimit, online, cpu, (l) => o.log(`scale: ramp ${l}`));
+  const ramp = await converge(n, rampLimit, online, () => cpu(), (l) => o.log(`scale: ramp ${l}`));
   let up = ramp.up;
   const rampS = (Date.now() - t) / 1000;
   o.log(`scale: ${up} of ${n} tunnels up (online in list) after ${rampS.toFixed(0)} s (starts spread over ${spreadMs / 1000} s): ${describeMarks(ramp)}`);
@@ -237,7 +237,7 @@ export async function benchScale(w: World, o: { tunnels: number; connectRounds: 
   };
   const restartStorm = async () => {
     await restartRelay();
-    return { storm: await converge(n, stormLimit, online, cpu, (l) => o.log(`scale: restart ${l}`)) };
+    return { storm: await converge(n, stormLimit, online, () => cpu(), (l) => o.log(`scale: restart ${l}`)) };
   };
   const restartAt = Date.now();
   const plain = await restartStorm();
@@ -262,7 +262,7 @@ export async function benchScale(w: World, o: { tunnels: number; connectRounds: 
       await sleep(2000);
     }
   })();
-  const attacked = await converge(n, stormLimit, online, () => cpuSnapshot({ relay: w.relay, agents: farm, "devices' sshd": farmNet, attacker }), (l) => o.log(`scale: restart under a flood ${l}`));
+  const attacked = await converge(n, stormLimit, online, () => cpu({ attacker }), (l) => o.log(`scale: restart under a flood ${l}`));
   stormDone = true;
   await probeVictims;
   const floodSent = await flood.stop();
