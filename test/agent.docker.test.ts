@@ -213,3 +213,36 @@ test("[docker] with the relay unreachable the agent backs off about 1 s, doublin
   ]);
   t.regex(states[1]!, /lost: ssh: connect to host 127\.0\.0\.1 port 2222: Connection refused \(ssh exit 255, never up\)/);
 });
+
+test("[docker] a relay that sheds connections before its banner (MaxStartups): the agent says the relay is busy and comes back within 1-30 s", async (t) => {
+  const scope = useScope(t);
+  const [image, host] = await Promise.all([buildImage("rtunnel"), buildImage("host")]);
+  const conf = mkdtempSync(join(tmpdir(), "rtunnel-agent-busy-"));
+  const relay = await keygen(join(conf, "relay"), "relay");
+  const device = await keygen(join(conf, "device"), "device");
+  writeFileSync(join(conf, "rtunnel.env"), renderAgentEnv({ relay: { host: "127.0.0.1", port: 2222 }, forwardPort: 20001 }));
+  writeFileSync(join(conf, "id_ed25519"), readFileSync(device.file), { mode: 0o600 });
+  writeFileSync(join(conf, "known_hosts"), renderAgentKnownHosts({ host: "127.0.0.1", port: 2222 }, parsePublicKey(relay.pub)));
+  // A real OpenSSH sshd that admits one unauthenticated connection at a time, with that one
+  // held open by nc (no grace time): sshd itself drops every other connection before its
+  // banner, as a relay at its MaxStartups does in a reconnect storm.
+  const busy = await scope.run(["--name", scope.name("busy-relay"), "--network", "none", "--entrypoint", "sh", host, "-c",
+    "ssh-keygen -A >/dev/null && mkdir -p /run/sshd && (/usr/sbin/sshd -D -e -p 2222 -o MaxStartups=1 -o LoginGraceTime=0 -o LogLevel=VERBOSE &) && until ss -Hltn '( sport = :2222 )' | grep -q .; do sleep 0.1; done && (sleep infinity | nc 127.0.0.1 2222 >/dev/null &) && exec sleep infinity"]);
+  await waitFor("sshd holding its one slot", async () => (await docker(["exec", busy, "sh", "-c", "ss -Htn state established '( dport = :2222 )' | wc -l"], { check: false })).stdout.trim() === "1", { tries: 120, intervalMs: 250 });
+  const agent = await scope.run(["--name", scope.name("agent"), "--network", `container:${busy}`, "-v", `${conf}:/etc/rtunnel:ro`, image]);
+
+  let log = "";
+  let delays: number[] = [];
+  await waitFor("two back-offs after the relay shed the agent", async () => {
+    const l = await docker(["logs", agent]);
+    log = l.stdout + l.stderr;
+    delays = [...log.matchAll(/rtunnel: backing off (\d+\.\d) s/g)].map((m) => Number(m[1]));
+    return delays.length >= 2;
+  }, { tries: 600, intervalMs: 250 });
+  const lost = statesAfter(log, 0).filter((l) => l.includes("rtunnel: lost:"));
+  t.regex(lost[0] ?? "", /rtunnel: lost: relay busy: kex_exchange_identification: .*\(ssh exit 255, never up\)$/, log);
+  // Not the doubling from 1 s: a random moment within [1, 30] s, every time it is shed.
+  for (const d of delays.slice(0, 2)) t.true(d >= 1 && d <= 30, `back-off ${d} s, expected 1-30 s:\n${log}`);
+  const dropped = await docker(["logs", busy]);
+  t.regex(dropped.stdout + dropped.stderr, /drop connection #\d+ from \[127\.0\.0\.1\]:\d+ on \[127\.0\.0\.1\]:2222 Maxstartups/, "sshd itself shed the agent's connections");
+});
