@@ -46,7 +46,7 @@ const mib = (kib: number) => kib / 1024;
  * started costs tens of ms on this machine) plus one sshd answering every device's probes held
  * the load above 600 and decided the run, not the relay (bench/RESULTS.md, scale findings).
  */
-const FARM_CPUS = { agents: Number(process.env.FARM_AGENT_CPUS ?? 1), sshd: 0.5 } as const;
+const FARM_CPUS = { agents: 1, sshd: 0.5 } as const;
 
 const FRACTIONS = [0.5, 0.9, 1] as const;
 
