@@ -14,7 +14,7 @@ import { rotateKey } from "./commands/rotate.ts";
 import { InputError } from "../lib/input.ts";
 import { USER_CERT_LIFETIME } from "../lib/contract/ca.ts";
 import { PASSPHRASE_FILE_ENV } from "./ca/askpass.ts";
-import { caInit, caLoad, caPush, caShow, renderCaShow } from "./commands/ca.ts";
+import { caInit, caInspect, caLoad, caPush, caShow, renderCaInspect, renderCaShow } from "./commands/ca.ts";
 import { grant, login, type CertResult } from "./commands/grant.ts";
 import { relayNotUpdated, revokeCert } from "./commands/revokeCert.ts";
 
@@ -189,7 +189,7 @@ export function program(): Command {
     const rows = await auditRelay({ ...fleet(o), since, name: o.name as string | undefined });
     process.stdout.write(o.json ? `${JSON.stringify(rows, null, 2)}\n` : renderAudit(rows));
   });
-  const ca = p.command("ca").description("the fleet's certificate authority on this machine: init, show, load, push (provision/ca/README.md)");
+  const ca = p.command("ca").description("the fleet's certificate authority on this machine: init, show, load, inspect, push (provision/ca/README.md)");
   const caCommon = (cmd: Command) => cmd.option("--ssh-dir <dir>", "the CA lives in DIR/rtunnel-ca (default: ~/.ssh)").option("--json", "machine-readable result on stdout (progress stays on stderr)");
   caCommon(
     ca
@@ -220,6 +220,12 @@ export function program(): Command {
     if (o.json) printJson(r);
     else err(`ssh-agent holds the user CA and the host CA${r.lifetime ? ` for ${r.lifetime}` : ""}`);
   });
+  caCommon(ca.command("inspect").description("what a certificate says (ssh-keygen -L): key id, serial, principals, validity now, and whether this CA signed and revoked it").argument("<file>", "a certificate (NAME-cert.pub)")).action(
+    async (file: string, o: Opts) => {
+      const r = await caInspect({ sshDir: o.sshDir as string | undefined, file });
+      process.stdout.write(o.json ? `${JSON.stringify(r, null, 2)}\n` : renderCaInspect(r));
+    },
+  );
   common(ca.command("push").description("send the user CA key and the current KRL to the relay (set-user-ca, set-krl), and the KRL to every device enrolled from here that does not have it")).action(async (o: Opts) => {
     const r = await caPush(fleet(o));
     if (o.json) printJson(r);

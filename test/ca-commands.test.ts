@@ -16,7 +16,7 @@ import { waitFor } from "../lib/poll.ts";
 import { run } from "../lib/proc.ts";
 import { addCaToAgent, initCa, inspectCertificate, requireCa } from "../provision/ca/ca.ts";
 import { readIssued, readRevoked } from "../provision/ca/records.ts";
-import { caInit, caLoad, caShow } from "../provision/commands/ca.ts";
+import { caInit, caInspect, caLoad, caShow } from "../provision/commands/ca.ts";
 import { grant, login } from "../provision/commands/grant.ts";
 import { revokeCert } from "../provision/commands/revokeCert.ts";
 import { ExitError } from "../provision/errors.ts";
@@ -112,6 +112,7 @@ test("grant refuses, before signing anything, unknown devices, lifetimes out of 
   await run("ssh-keygen", ["-q", "-s", foreignCa.file, "-I", "corp", "-n", "me", "-V", "-5m:+1h", `${op.other.file}.pub`]);
   const foreign = await readFile(`${op.other.file}-cert.pub`, "utf8");
   await t.throwsAsync(grant(base), { instanceOf: ExitError, message: /holds a certificate from another CA/ });
+  t.like(await caInspect({ sshDir: op.sshDir, file: `${op.other.file}-cert.pub` }), { keyId: "corp", principals: ["me"], signedByThisCa: false, revoked: null, status: "valid" });
   t.is(await readFile(`${op.other.file}-cert.pub`, "utf8"), foreign);
   t.deepEqual(await readIssued(op.ca.paths), []);
 });
@@ -154,6 +155,7 @@ test("revoke-cert --no-push revokes here; pushing to a relay that can't be reach
   t.is(local.relay, undefined);
   const q = await run("ssh-keygen", ["-Q", "-f", caPaths(op.sshDir).krl, g.certificateFile], { check: false });
   t.is(q.code, 1, "revoked in the KRL");
+  t.like(await caInspect({ sshDir: op.sshDir, file: g.certificateFile }), { kind: "user", keyId: g.keyId, status: "valid", signedByThisCa: true, revoked: true, validBefore: g.validBefore });
 
   const pushed = await t.throwsAsync(revokeCert({ sshDir: op.sshDir, home: op.home, identity: op.identity.file, relayFile: op.relayFile, target: g.serial }), { instanceOf: ExitError });
   t.is(pushed?.code, 4);
@@ -229,6 +231,7 @@ test("the CLI: exit codes, one-line errors, --json and --help for ca, grant, log
   for (const [cmd, mentions] of [
     [["ca", "init"], ["--passphrase-file", "--rsa", "changes nothing"]],
     [["ca", "load"], ["--passphrase-file", "--for"]],
+    [["ca", "inspect"], ["<file>", "--json"]],
     [["grant"], ["--key", "--devices", "--all", "--for", "8h", "--out"]],
     [["login"], ["--for", "12h", "--devices", "--name"]],
     [["revoke-cert"], ["--push", "--no-push", "serial"]],

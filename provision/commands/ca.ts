@@ -5,7 +5,10 @@
 import { formatLifetime, parseLifetime, type DeviceCaRecords } from "../../lib/contract/ca.ts";
 import { keyLine } from "../../lib/keys.ts";
 import { MIN_PASSPHRASE, obtainPassphrase } from "../ca/askpass.ts";
-import { addCaToAgent, caInAgent, existingCa, initCa, requireCa, sshAddLine, sshDirOf, type InitResult } from "../ca/ca.ts";
+import { addCaToAgent, caInAgent, certificateReport, existingCa, initCa, loadCa, requireCa, sshAddLine, sshDirOf, type InitResult } from "../ca/ca.ts";
+import type { CertInfo } from "../ca/certinfo.ts";
+import { krlQueryArgv } from "../ca/keygen.ts";
+import { run } from "../../lib/proc.ts";
 import { pushKrlToDevices, pushToRelay, type DeviceKrlInstaller, type DevicesPush, type RelayPush } from "../ca/push.ts";
 import { readDeviceRecords, readIssued, readRevoked } from "../ca/records.ts";
 import { currentKrl, krlVersion } from "../ca/revocation.ts";
@@ -103,6 +106,41 @@ export async function caLoad(o: CaLoadOptions): Promise<{ loaded: string[]; life
   const passphrase = await obtainPassphrase({ file: o.passphraseFile, env: o.env, prompt: o.prompt });
   await addCaToAgent(ca, { passphrase, sock: o.agentSock ?? process.env.SSH_AUTH_SOCK, lifetimeSeconds });
   return { loaded: [ca.userCa.fingerprint, ca.hostCa.fingerprint], lifetime: lifetimeSeconds ? formatLifetime(lifetimeSeconds) : null };
+}
+
+export interface CaInspectResult extends Omit<CertInfo, "validAfter" | "validBefore"> {
+  file: string;
+  validAfter: string | null;
+  validBefore: string | null;
+  status: "not-yet-valid" | "valid" | "expired";
+  /** whether this machine's CA signed it (null: there is no CA here) */
+  signedByThisCa: boolean | null;
+  /** whether this CA's KRL revokes it (null: no CA here, or another CA's certificate) */
+  revoked: boolean | null;
+}
+
+/** What a certificate file says (ssh-keygen -L), whether it is valid now, and whether this CA signed and revoked it. */
+export async function caInspect(o: CaOptions & { file: string; now?: Date }): Promise<CaInspectResult> {
+  const r = await certificateReport(o.file, o.now);
+  const ca = await loadCa(sshDirOf(o));
+  const mine = ca ? r.caFingerprint === (r.kind === "user" ? ca.userCa : ca.hostCa).fingerprint : null;
+  let revoked: boolean | null = null;
+  if (ca && mine && r.kind === "user") {
+    const q = await run("ssh-keygen", krlQueryArgv(ca.paths.krl, o.file), { check: false });
+    revoked = q.code === 1 ? true : q.code === 0 ? false : null;
+  }
+  return { ...r, file: o.file, validAfter: r.validAfter?.toISOString() ?? null, validBefore: r.validBefore?.toISOString() ?? null, signedByThisCa: mine, revoked };
+}
+
+/** Pure: the human text of `ca inspect`. */
+export function renderCaInspect(r: CaInspectResult): string {
+  return [
+    `${r.file}: ${r.kind} certificate ${r.keyId} (serial ${r.serial})`,
+    `  key ${r.keyFingerprint}, signed by ${r.caKeyType} ${r.caFingerprint}${r.signatureAlgorithm ? ` (${r.signatureAlgorithm})` : ""}${r.signedByThisCa === null ? "" : r.signedByThisCa ? ", this fleet's CA" : ", NOT this fleet's CA"}`,
+    `  valid ${r.validAfter ?? "always"} to ${r.validBefore ?? "forever"}: ${r.status}${r.revoked ? ", REVOKED" : ""}`,
+    `  principals: ${r.principals.join(", ") || "(none)"}`,
+    "",
+  ].join("\n");
 }
 
 export interface CaPushOptions extends FleetOptions, CaOptions {
