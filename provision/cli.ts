@@ -272,6 +272,7 @@ export function program(): Command {
       .option("--push", "send the current KRL to the relay and the devices (alone: only that)")
       .option("--no-push", "only record and render the KRL here"),
   ).action(async (target: string | undefined, o: Opts) => {
+    if (target === undefined && o.push !== true) throw new ExitError(EXIT.usage, "give a name or serial to revoke, or --push to send the current KRL");
     const r = await revokeCert({ ...fleet(o), target, push: o.push !== false });
     if (o.json) printJson(r);
     else if (r.relay) err(`KRL version ${r.krl.version}: relay ${r.relay.pushed ? "updated" : "NOT updated"}; devices updated: ${r.devices?.done.join(", ") || "none"}${r.devices?.behind.length ? `; behind (next --push): ${r.devices.behind.map((b) => b.name).join(", ")}` : ""}`);
