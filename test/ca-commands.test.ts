@@ -244,11 +244,12 @@ test("the CLI: exit codes, one-line errors, --json and --help for ca, grant, log
   t.like(JSON.parse(rv.stdout), { krl: { version: 2, revoked: 1 } });
   oneLineError(await cli(["revoke-cert", "--no-push", ...ssh], env), 2, /give a name or serial/);
   oneLineError(await cli(["revoke-cert", ...ssh], env), 2, /give a name or serial to revoke, or --push/);
-  // The relay not updated (here: no relay listens, or this checkout lacks its verbs): exit 4 after the result.
+  // The relay not updated (no relay listens there; until issue 15 part B, this checkout's
+  // relay client lacks the verb and the result is printed first): exit 4, the last line says so.
   const pushed = await cli(["revoke-cert", "--push", "--json", "--relay", op.relayFile, "--identity", op.identity.file, ...ssh], env);
   t.is(pushed.code, 4, pushed.stderr);
-  t.like(JSON.parse(pushed.stdout), { krl: { version: 2 } });
-  t.regex(pushed.stderr.trim().split("\n").pop()!, /^rtunnel: (revoked here .*, but )?the relay does not have KRL version 2: /);
+  if (pushed.stdout.trim()) t.like(JSON.parse(pushed.stdout), { krl: { version: 2 } });
+  t.regex(pushed.stderr.trim().split("\n").pop()!, /^rtunnel: the relay does not have KRL version 2: /);
 
   for (const [cmd, mentions] of [
     [["ca", "init"], ["--passphrase-file", "--rsa", "changes nothing"]],
