@@ -264,3 +264,30 @@ test("the CLI: exit codes, one-line errors, --json and --help for ca, grant, log
     for (const m of mentions) t.true(h.stdout.includes(m), `${cmd.join(" ")} --help mentions ${m}`);
   }
 });
+
+test("ca init on a terminal asks for the passphrase twice without echoing it, and makes the CA", async (t) => {
+  const home = await tempDir(t, "home");
+  const sshDir = path.join(home, ".ssh");
+  // A real terminal: util-linux `script` runs the CLI on a pseudo-terminal; each answer is
+  // typed only once its question has been printed.
+  const cmd = [process.execPath, "--import", "tsx", path.join(repoRoot, "provision", "cli.ts"), "ca", "init", "--ssh-dir", sshDir].map((a) => `'${a}'`).join(" ");
+  const child = spawn("script", ["-qefc", cmd, "/dev/null"], { cwd: repoRoot, env: { ...process.env, HOME: home, RTUNNEL_CA_PASSPHRASE_FILE: "" }, stdio: ["pipe", "pipe", "pipe"] });
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill();
+  });
+  let out = "";
+  let answered = 0;
+  child.stdout.on("data", (b: Buffer) => {
+    out += b.toString("utf8");
+    const asked = out.split("CA passphrase").length - 1;
+    for (; answered < asked; answered++) child.stdin.write(`${PASSPHRASE}\r`);
+  });
+  const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+  t.is(code, 0, out);
+  t.is(answered, 2);
+  t.regex(out, /CA passphrase: .*\n.*CA passphrase again: /s);
+  t.false(out.includes(PASSPHRASE), "the passphrase was echoed");
+  t.regex(out, /made the fleet CA in /);
+  const ca = await requireCa(sshDir);
+  t.is(ca.algorithm, "ed25519");
+});
