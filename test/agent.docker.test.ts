@@ -183,15 +183,21 @@ test("[docker] a malformed env file or a missing key: the container exits with o
   t.regex(ok.stderr, /configuration ok\n$/);
 });
 
-test("[docker] with the relay unreachable the agent backs off about 1 s, doubling, jittered, one line per state", async (t) => {
-  const scope = useScope(t);
-  const image = await buildImage("rtunnel");
-  const conf = mkdtempSync(join(tmpdir(), "rtunnel-agent-backoff-"));
+/** An agent's configuration directory whose relay is 127.0.0.1:2222 in its own network namespace. */
+async function agentConfig(name: string): Promise<string> {
+  const conf = mkdtempSync(join(tmpdir(), `rtunnel-agent-${name}-`));
   const relay = await keygen(join(conf, "relay"), "relay");
   const device = await keygen(join(conf, "device"), "device");
   writeFileSync(join(conf, "rtunnel.env"), renderAgentEnv({ relay: { host: "127.0.0.1", port: 2222 }, forwardPort: 20001 }));
   writeFileSync(join(conf, "id_ed25519"), readFileSync(device.file), { mode: 0o600 });
   writeFileSync(join(conf, "known_hosts"), renderAgentKnownHosts({ host: "127.0.0.1", port: 2222 }, parsePublicKey(relay.pub)));
+  return conf;
+}
+
+test("[docker] with the relay unreachable the agent backs off about 1 s, doubling, jittered, one line per state", async (t) => {
+  const scope = useScope(t);
+  const image = await buildImage("rtunnel");
+  const conf = await agentConfig("backoff");
   // Nothing listens on 127.0.0.1:2222 in its own empty network namespace: instant refusals.
   const agent = await scope.run(["--name", scope.name("agent"), "--network", "none", "-v", `${conf}:/etc/rtunnel:ro`, image]);
 
@@ -217,12 +223,7 @@ test("[docker] with the relay unreachable the agent backs off about 1 s, doublin
 test("[docker] a relay that sheds connections before its banner (MaxStartups): the agent says the relay is busy and comes back within 1-30 s", async (t) => {
   const scope = useScope(t);
   const [image, host] = await Promise.all([buildImage("rtunnel"), buildImage("host")]);
-  const conf = mkdtempSync(join(tmpdir(), "rtunnel-agent-busy-"));
-  const relay = await keygen(join(conf, "relay"), "relay");
-  const device = await keygen(join(conf, "device"), "device");
-  writeFileSync(join(conf, "rtunnel.env"), renderAgentEnv({ relay: { host: "127.0.0.1", port: 2222 }, forwardPort: 20001 }));
-  writeFileSync(join(conf, "id_ed25519"), readFileSync(device.file), { mode: 0o600 });
-  writeFileSync(join(conf, "known_hosts"), renderAgentKnownHosts({ host: "127.0.0.1", port: 2222 }, parsePublicKey(relay.pub)));
+  const conf = await agentConfig("busy");
   // A real OpenSSH sshd that admits one unauthenticated connection at a time, with that one
   // held open by nc (no grace time): sshd itself drops every other connection before its
   // banner, as a relay at its MaxStartups does in a reconnect storm.
