@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Sourced by the entrypoint, rtunneld-keys, rtunneld-connlog and rtunneld-reaper: the facts
+# Sourced by the entrypoint, rtunneld-keys, rtunneld-principals, rtunneld-connlog and rtunneld-reaper: the facts
 # and transforms they share, in bash builtins only (the key lookup forks nothing), results in
 # REPLY so that no caller needs a subshell. rtunneld-admin (Python) has the same transforms;
 # test/relay-admin.test.ts holds the two to the same answers.
@@ -13,6 +13,12 @@ STATE=/var/lib/rtunneld
 RECORD_RE='^([0-9]+)\.([0-9]+)\.(tunnel|jump|admin)\.([A-Za-z0-9_-]{43})$'
 # shellcheck disable=SC2034
 FP_RE='^SHA256:[A-Za-z0-9+/]{43}$'
+# Certificates the kit issues (lib/contract/ca.ts): key id rtunnel:HOLDER:SERIAL; the whole
+# relay grant in one principal, rtunnel-grant:A+B (device names).
+# shellcheck disable=SC2034
+KEY_ID_RE='^rtunnel:([a-z0-9][a-z0-9-]{0,62}):([0-9]{1,20})$'
+# shellcheck disable=SC2034
+GRANT_RE='^rtunnel-grant:[a-z0-9][a-z0-9-]{0,62}(\+[a-z0-9][a-z0-9-]{0,62})*$'
 
 # A fingerprint as a file name: SHA256:ab/c+d... -> ab_c-d...
 safe_fp() {
