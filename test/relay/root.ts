@@ -1,0 +1,142 @@
+// The relay's own programs without a container: rtunneld-admin (Python) and the bash helpers
+// (the key lookup, the principals command, the log reader) run on this machine in a temporary
+// root laid out as the entrypoint lays out /run/rtunneld and /var/lib/rtunneld. rtunneld-admin
+// moves its paths with RTUNNELD_TEST_ROOT; the bash helpers source a copy of the image's
+// library whose RUN and STATE point into the root (their own files are copied with the path
+// of the library replaced): nothing in the image reads its paths from the environment.
+import { execFileSync, spawn } from "node:child_process";
+import { chmod, copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { RELAY_CA_PATHS } from "../../lib/contract/ca.ts";
+import { RELAY_RUN_DIR, RELAY_STATE_PATH } from "../../lib/contract/relay.ts";
+import { repoRoot } from "../../lib/paths.ts";
+import { run, type RunResult } from "../../lib/proc.ts";
+
+export const IMAGE = path.join(repoRoot, "images", "rtunneld");
+export const ADMIN = path.join(IMAGE, "rtunneld-admin");
+export const LIB = path.join(IMAGE, "rtunneld-lib.sh");
+const group = execFileSync("id", ["-gn"], { encoding: "utf8" }).trim();
+
+interface Teardown {
+  teardown: (f: () => void | Promise<void>) => void;
+}
+
+export async function tmp(t: Teardown): Promise<string> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "rtunnel-admin-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** A new key pair in `dir`; its public line. */
+export function keygen(dir: string, name: string, type = "ed25519", bits?: number): string {
+  const file = path.join(dir, name);
+  execFileSync("ssh-keygen", ["-q", "-t", type, ...(bits ? ["-b", String(bits)] : []), "-N", "", "-C", name, "-f", file]);
+  return execFileSync("cat", [`${file}.pub`], { encoding: "utf8" }).trim();
+}
+
+export const PROC_NET_TCP = [
+  "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode",
+  "   0: 0100007F:4E20 00000000:0000 0A 00000000:00000000 00:00000000 00000000  2001        0 1 1 0000000000000000 100 0 0 10 0",
+  "   1: 00000000:08AE 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000 100 0 0 10 0",
+  "   2: 0100007F:4E21 0100007F:9C40 01 00000000:00000000 00:00000000 00000000  2001        0 3 1 0000000000000000 100 0 0 10 0",
+  "   3: 0100007F:4E22 00000000:0000 0A 00000000:00000000 00:00000000 00000000  2001        0 4 1 0000000000000000 100 0 0 10 0",
+].join("\n");
+
+export interface RelayRoot {
+  dir: string;
+  /** rtunneld-admin as the forced command: `words` in SSH_ORIGINAL_COMMAND */
+  call(words: string, input?: string | Buffer): Promise<RunResult>;
+  /** rtunneld-admin as the entrypoint runs it (argv: render, render-ca, admin-keys) */
+  local(argv: readonly string[], input?: string): Promise<RunResult>;
+  registry(): Promise<string>;
+  /** the registry and every file of the certificate trust (state volume and runtime), byte for byte */
+  state(): Promise<string>;
+  runDir: string;
+  stateDir: string;
+  /** a path of the container (/run/rtunneld/..., /var/lib/rtunneld/...) inside the root */
+  at(containerPath: string): string;
+  portRange(range: string): Promise<void>;
+  sockets(lines: string[]): Promise<void>;
+  /** runs one of the image's bash helpers with the root's paths; stdin `input` */
+  helper(name: "rtunneld-principals" | "rtunneld-connlog" | "rtunneld-keys", args: readonly string[], input?: string): Promise<RunResult>;
+}
+
+/** A relay's directories in a temp root, as the entrypoint prepares them. `proc` replaces /proc for rtunneld-admin (default: a fake one; "real": the machine's). */
+export async function relayRoot(dir: string, hostKey: string, o: { proc?: "fake" | "real" } = {}): Promise<RelayRoot> {
+  const at = (p: string) => path.join(dir, p);
+  const runDir = at(RELAY_RUN_DIR);
+  const stateDir = at(RELAY_STATE_PATH);
+  for (const d of ["keys", "online", "seen", "reaped", "sessions", "refused", "probes", "ca"]) await mkdir(path.join(runDir, d), { recursive: true });
+  await mkdir(path.join(stateDir, "registry"), { recursive: true });
+  await mkdir(path.join(stateDir, "connections"), { recursive: true });
+  await mkdir(at("proc/net"), { recursive: true });
+  await writeFile(path.join(runDir, "port_range"), "20000-20009\n");
+  await writeFile(path.join(runDir, "limits"), "tunnel 2\njump 32\nadmin 4\n");
+  await writeFile(path.join(runDir, "ssh_host_ed25519_key.pub"), `${hostKey}\n`);
+  await writeFile(at("proc/net/tcp"), `${PROC_NET_TCP}\n`);
+  const env = { ...process.env, RTUNNELD_TEST_ROOT: dir, RTUNNELD_TEST_PROC: o.proc === "real" ? "/proc" : at("proc"), RTUNNELD_TEST_KEYS_GROUP: group };
+  const registry = path.join(stateDir, "registry", "registry.json");
+  // The bash helpers: the library with the root's RUN and STATE, each helper sourcing it.
+  const bin = at("bin");
+  await mkdir(bin, { recursive: true });
+  const lib = (await readFile(LIB, "utf8")).replace(/^RUN=.*$/m, `RUN=${runDir}`).replace(/^STATE=.*$/m, `STATE=${stateDir}`);
+  await writeFile(path.join(bin, "lib.sh"), lib);
+  for (const h of ["rtunneld-principals", "rtunneld-connlog", "rtunneld-keys"]) {
+    const text = (await readFile(path.join(IMAGE, h), "utf8")).replace("/usr/local/lib/rtunneld/lib.sh", path.join(bin, "lib.sh"));
+    await writeFile(path.join(bin, h), text);
+    await chmod(path.join(bin, h), 0o755);
+  }
+  const read = (p: string) => readFile(p).then((b) => b.toString("base64"), () => "-");
+  return {
+    dir,
+    call: (words, input = "") => run(ADMIN, [], { input, check: false, env: { ...env, SSH_ORIGINAL_COMMAND: words } }),
+    local: (argv, input = "") => run(ADMIN, argv, { input, check: false, env }),
+    registry: async () => readFile(registry, "utf8").catch(() => ""),
+    async state() {
+      const files = [registry, at(RELAY_CA_PATHS.userCa), at(RELAY_CA_PATHS.krl), path.join(runDir, "ca", "user_ca.pub"), path.join(runDir, "ca", "revoked.krl")];
+      return (await Promise.all(files.map(read))).join("\n");
+    },
+    runDir,
+    stateDir,
+    at,
+    portRange: (range) => writeFile(path.join(runDir, "port_range"), `${range}\n`),
+    sockets: (lines) => writeFile(at("proc/net/tcp"), `${[PROC_NET_TCP.split("\n")[0], ...lines].join("\n")}\n`),
+    helper: (name, args, input = "") => run(path.join(bin, name), args, { input, check: false, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } }),
+  };
+}
+
+/**
+ * A process whose /proc comm is `sshd-session` (a copy of sleep under that name), as the
+ * records of a live connection name: its pid and start time. Ended at teardown.
+ */
+export async function fakeSession(t: Teardown, dir: string): Promise<{ pid: number; start: string; end: () => void }> {
+  const exe = path.join(dir, "sshd-session");
+  await copyFile(execFileSync("sh", ["-c", "command -v sleep"], { encoding: "utf8" }).trim(), exe).catch(() => undefined);
+  await chmod(exe, 0o755);
+  const child = spawn(exe, ["600"], { stdio: "ignore" });
+  const end = () => {
+    child.kill("SIGKILL");
+  };
+  t.teardown(end);
+  const pid = child.pid!;
+  // Until the exec is done (before it, the child still has node's name).
+  let start = "";
+  for (let i = 0; i < 500 && !start; i++) {
+    const comm = await readFile(`/proc/${pid}/comm`, "utf8").catch(() => "");
+    const stat = comm.trim() === "sshd-session" ? await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "") : "";
+    start = stat ? stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]! : "";
+    if (!start) await new Promise((r) => setTimeout(r, 10));
+  }
+  if (!start) throw new Error(`the fake sshd-session ${pid} did not start`);
+  return { pid, start, end };
+}
+
+/** Base64 of a KRL made by ssh-keygen in `dir` (revoking `serials` of the CA `ca`, a public key file; nothing by default). */
+export async function krlBase64(dir: string, o: { ca?: string; serials?: readonly string[]; ids?: readonly string[] } = {}): Promise<string> {
+  const file = path.join(dir, `krl-${Date.now()}-${Math.random().toString(36).slice(2)}`);
+  const spec = `${file}.spec`;
+  await writeFile(spec, [...(o.serials ?? []).map((s) => `serial: ${s}`), ...(o.ids ?? []).map((i) => `id: ${i}`)].map((l) => `${l}\n`).join(""));
+  await run("ssh-keygen", ["-q", "-k", "-f", file, ...(o.ca ? ["-s", o.ca] : []), ...(o.serials?.length || o.ids?.length ? [spec] : [])], { input: "" });
+  return (await readFile(file)).toString("base64");
+}
