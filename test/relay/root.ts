@@ -11,6 +11,7 @@ import path from "node:path";
 import { RELAY_CA_PATHS } from "../../lib/contract/ca.ts";
 import { RELAY_RUN_DIR, RELAY_STATE_PATH } from "../../lib/contract/relay.ts";
 import { repoRoot } from "../../lib/paths.ts";
+import { waitFor } from "../../lib/poll.ts";
 import { run, type RunResult } from "../../lib/proc.ts";
 
 export const IMAGE = path.join(repoRoot, "images", "rtunneld");
@@ -59,8 +60,12 @@ export interface RelayRoot {
   portRange(range: string): Promise<void>;
   sockets(lines: string[]): Promise<void>;
   /** runs one of the image's bash helpers with the root's paths; stdin `input` */
-  helper(name: "rtunneld-principals" | "rtunneld-connlog" | "rtunneld-keys", args: readonly string[], input?: string): Promise<RunResult>;
+  helper(name: Helper, args: readonly string[], input?: string): Promise<RunResult>;
+  /** the path of that helper's copy (sourcing the root's library) */
+  helperPath(name: Helper): string;
 }
+
+type Helper = "rtunneld-principals" | "rtunneld-connlog" | "rtunneld-keys" | "rtunneld-reaper";
 
 /** A relay's directories in a temp root, as the entrypoint prepares them. `proc` replaces /proc for rtunneld-admin (default: a fake one; "real": the machine's). */
 export async function relayRoot(dir: string, hostKey: string, o: { proc?: "fake" | "real" } = {}): Promise<RelayRoot> {
@@ -82,7 +87,7 @@ export async function relayRoot(dir: string, hostKey: string, o: { proc?: "fake"
   await mkdir(bin, { recursive: true });
   const lib = (await readFile(LIB, "utf8")).replace(/^RUN=.*$/m, `RUN=${runDir}`).replace(/^STATE=.*$/m, `STATE=${stateDir}`);
   await writeFile(path.join(bin, "lib.sh"), lib);
-  for (const h of ["rtunneld-principals", "rtunneld-connlog", "rtunneld-keys"]) {
+  for (const h of ["rtunneld-principals", "rtunneld-connlog", "rtunneld-keys", "rtunneld-reaper"]) {
     const text = (await readFile(path.join(IMAGE, h), "utf8")).replace("/usr/local/lib/rtunneld/lib.sh", path.join(bin, "lib.sh"));
     await writeFile(path.join(bin, h), text);
     await chmod(path.join(bin, h), 0o755);
@@ -103,6 +108,7 @@ export async function relayRoot(dir: string, hostKey: string, o: { proc?: "fake"
     portRange: (range) => writeFile(path.join(runDir, "port_range"), `${range}\n`),
     sockets: (lines) => writeFile(at("proc/net/tcp"), `${[PROC_NET_TCP.split("\n")[0], ...lines].join("\n")}\n`),
     helper: (name, args, input = "") => run(path.join(bin, name), args, { input, check: false, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } }),
+    helperPath: (name) => path.join(bin, name),
   };
 }
 
@@ -120,16 +126,7 @@ export async function fakeSession(t: Teardown, dir: string): Promise<{ pid: numb
   };
   t.teardown(end);
   const pid = child.pid!;
-  // Until the exec is done (before it, the child still has node's name).
-  let start = "";
-  for (let i = 0; i < 500 && !start; i++) {
-    const comm = await readFile(`/proc/${pid}/comm`, "utf8").catch(() => "");
-    const stat = comm.trim() === "sshd-session" ? await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "") : "";
-    start = stat ? stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]! : "";
-    if (!start) await new Promise((r) => setTimeout(r, 10));
-  }
-  if (!start) throw new Error(`the fake sshd-session ${pid} did not start`);
-  return { pid, start, end };
+  return { pid, start: await sessionStart(pid), end };
 }
 
 /** Base64 of a KRL made by ssh-keygen in `dir` (revoking `serials` of the CA `ca`, a public key file; nothing by default). */
@@ -139,4 +136,76 @@ export async function krlBase64(dir: string, o: { ca?: string; serials?: readonl
   await writeFile(spec, [...(o.serials ?? []).map((s) => `serial: ${s}`), ...(o.ids ?? []).map((i) => `id: ${i}`)].map((l) => `${l}\n`).join(""));
   await run("ssh-keygen", ["-q", "-k", "-f", file, ...(o.ca ? ["-s", o.ca] : []), ...(o.serials?.length || o.ids?.length ? [spec] : [])], { input: "" });
   return (await readFile(file)).toString("base64");
+}
+
+/** The start time of `pid` once its /proc comm is sshd-session (the exec is done). */
+async function sessionStart(pid: number): Promise<string> {
+  let start = "";
+  await waitFor(`process ${pid} to run as sshd-session`, async () => {
+    const comm = await readFile(`/proc/${pid}/comm`, "utf8").catch(() => "");
+    const stat = comm.trim() === "sshd-session" ? await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "") : "";
+    start = stat ? stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]! : "";
+    return start !== "";
+  }, { tries: 500, intervalMs: 20 });
+  return start;
+}
+
+/** The program files named sshd-session (a shell and a sleep) that play a connection's privileged process. */
+async function sessionPrograms(dir: string): Promise<{ shell: string; sleep: string }> {
+  const which = (p: string) => execFileSync("sh", ["-c", `command -v ${p}`], { encoding: "utf8" }).trim();
+  const out = { shell: path.join(dir, "session-shell", "sshd-session"), sleep: path.join(dir, "session-sleep", "sshd-session") };
+  for (const [file, from] of [[out.shell, which("bash")], [out.sleep, which("sleep")]] as const) {
+    await mkdir(path.dirname(file), { recursive: true });
+    await copyFile(from, file).catch(() => undefined);
+    await chmod(file, 0o755);
+  }
+  return out;
+}
+
+/**
+ * A certificate offered to `jump` as sshd-session offers it: the root's principals command runs
+ * as the child of a process named sshd-session (so its record names that connection), which
+ * then stays alive (exec of a sleep also named sshd-session: same pid, same start time) as a
+ * live connection does. The principals command's answer and the connection's pid/start.
+ */
+export async function certificateLogin(
+  t: Teardown,
+  root: RelayRoot,
+  o: { certFile: string; caFile: string; keyId: string; serial: string; client: string },
+): Promise<{ pid: number; start: string; line: string; end: () => void }> {
+  const prog = await sessionPrograms(root.dir);
+  const cert = (await readFile(o.certFile, "utf8")).split(" ")[1]!;
+  const fp = (file: string) => execFileSync("ssh-keygen", ["-lf", file], { encoding: "utf8" }).split(" ")[1]!;
+  const out = path.join(root.dir, `principals-${Date.now()}-${Math.random().toString(36).slice(2)}.out`);
+  const argv = [root.helperPath("rtunneld-principals"), "jump", fp(o.certFile), `${o.client} 10.9.9.9 2222`, fp(o.caFile), o.keyId, o.serial, cert];
+  const script = `"$@" >${JSON.stringify(out)}; echo done >>${JSON.stringify(out)}; exec ${JSON.stringify(prog.sleep)} 600`;
+  const child = spawn(prog.shell, ["-c", script, "sshd-session", ...argv], { stdio: "ignore", env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } });
+  const end = () => {
+    child.kill("SIGKILL");
+  };
+  t.teardown(end);
+  const pid = child.pid!;
+  let printed = "";
+  await waitFor("the principals command to finish", async () => (printed = await readFile(out, "utf8").catch(() => "")).endsWith("done\n"), { tries: 500, intervalMs: 20 });
+  return { pid, start: await sessionStart(pid), line: printed.slice(0, -"done\n".length), end };
+}
+
+/** Whether a process still runs (not a zombie). */
+export async function alive(pid: number): Promise<boolean> {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
+  return stat !== "" && !/^\S+ \(.*\) Z /.test(stat);
+}
+
+/** The root's reaper (the image's rtunneld-reaper, with the root's paths) on its FIFO, stopped at teardown. */
+export async function startReaper(t: Teardown, root: RelayRoot): Promise<{ log: () => string }> {
+  const fifo = path.join(root.runDir, "reap");
+  await run("mkfifo", ["-m", "0620", fifo]);
+  let log = "";
+  const child = spawn(root.helperPath("rtunneld-reaper"), [], { stdio: ["ignore", "ignore", "pipe"], env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } });
+  child.stderr.on("data", (b: Buffer) => (log += b.toString()));
+  t.teardown(() => {
+    child.kill("SIGKILL");
+  });
+  await waitFor("the reaper to be ready", async () => log.includes("rtunneld-reaper: ready"), { tries: 500, intervalMs: 20 });
+  return { log: () => log };
 }
