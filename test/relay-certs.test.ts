@@ -12,6 +12,7 @@ import fc from "fast-check";
 import { grantPrincipal, keyId, parseKeyId, parsePrincipal, RELAY_CA_PATHS, SERIAL_MAX } from "../lib/contract/ca.ts";
 import { RELAY_CERTIFICATES } from "../lib/contract/relay.ts";
 import { waitFor } from "../lib/poll.ts";
+import { filterAudit, resolveAudit } from "../provision/commands/audit.ts";
 import { AuditAnswer, CaAnswer, ConnectionEvent, ListWithCertificatesAnswer, SetKrlAnswer, SetUserCaAnswer } from "../provision/relay/protocol.ts";
 import { alive, certificateLogin, keygen, krlBase64, LIB, relayRoot, startReaper, tmp, type RelayRoot } from "./relay/root.ts";
 
@@ -305,4 +306,39 @@ test("set-krl ends the live logins of the certificates it revokes and no other; 
   await waitFor("the login granted the removed device to end", async () => !(await alive(kept.pid)), { tries: 240, intervalMs: 250 });
   t.true(await alive(onlyA.pid));
   t.regex(reaper.log(), /its certificate's grant names a removed device/);
+});
+
+test("the protocol refuses certificate answers the CLI does not understand: a serial that is no 64-bit number, a key id not the kit's, a KRL digest not hex, too many CA keys", (t) => {
+  const [, withCert] = JSON.parse(execFileSync("cat", [path.join(import.meta.dirname, "fixtures", "protocol", "list.json")], { encoding: "utf8" })) as Record<string, unknown>[][];
+  const cert = withCert!.find((e) => e.kind === "certificate")!;
+  t.true(ListWithCertificatesAnswer.safeParse([cert]).success);
+  for (const bad of [{ serial: "0" }, { serial: "18446744073709551616" }, { serial: 7 }, { keyId: "alice" }, { holder: "Alice" }, { connections: 0 }, { online: false }]) {
+    t.false(ListWithCertificatesAnswer.safeParse([{ ...cert, ...bad }]).success, JSON.stringify(bad));
+  }
+  t.false(SetKrlAnswer.safeParse({ krl: { sha256: "A".repeat(64), bytes: 44 } }).success);
+  t.false(SetKrlAnswer.safeParse({ krl: { sha256: "a".repeat(64), bytes: RELAY_CERTIFICATES.maxKrlBytes + 1 } }).success);
+  t.false(SetUserCaAnswer.safeParse({ userCa: Array(RELAY_CERTIFICATES.maxUserCaKeys + 1).fill(`SHA256:${"A".repeat(43)}`) }).success);
+  t.false(CaAnswer.safeParse({ userCa: [], krl: { sha256: "a".repeat(64), bytes: 44 } }).success, "a KRL without setAt");
+});
+
+test("the CLI's audit names a certificate login by its holder, key id and serial, a refusal by its reason, and a trust change by its verb", (t) => {
+  const T = (s: number) => `2026-12-01T11:00:0${s}Z`;
+  const fp = `SHA256:${"y".repeat(43)}`;
+  const ca = `SHA256:${"c".repeat(43)}`;
+  const events = AuditAnswer.parse([
+    { time: T(0), type: "trust", verb: "set-user-ca", userCa: [ca], from: "203.0.113.9" },
+    { time: T(1), type: "trust", verb: "set-krl", sha256: "a".repeat(64), bytes: 44, from: "203.0.113.9" },
+    { time: T(2), type: "connection", account: "jump", fingerprint: fp, key: null, pid: 5, keyId: "rtunnel:alice:11", serial: "11", ca, devices: ["a", "b"] },
+    { time: T(3), type: "connection", account: "jump", fingerprint: fp, key: null, pid: 6, refused: "limit", limit: 2, keyId: "rtunnel:alice:11", serial: "11", ca },
+    { time: T(4), type: "connection", account: "jump", fingerprint: fp, key: null, pid: null, refused: "certificate", serial: "12", ca },
+  ]);
+  const rows = resolveAudit(events);
+  t.deepEqual(rows.map((r) => [r.event, r.who, r.device]), [
+    ["set-user-ca", "-", "-"], ["set-krl", "-", "-"], ["connect", "alice", "one of a,b"], ["refused", "alice", "-"], ["refused", "unknown jump certificate", "-"],
+  ]);
+  t.regex(rows[2]!.detail, /certificate rtunnel:alice:11 \(serial 11\)/);
+  t.regex(rows[3]!.detail, /limit of 2 live connections/);
+  t.regex(rows[0]!.detail, /jump trusts the user CA SHA256:cccc.*admin from 203\.0\.113\.9/);
+  t.deepEqual(filterAudit(rows, { name: "alice" }).length, 2);
+  t.deepEqual(filterAudit(rows, { name: "b" }).map((r) => r.who), ["alice"]);
 });
