@@ -201,6 +201,20 @@ test("set-user-ca, ca and set-krl: the trust in the state volume and where sshd 
     t.is(await r.state(), before, `${what}: nothing written`);
   }
 
+  // A KRL that revokes the operator's admin key (RevokedKeys covers every account) is refused;
+  // a CA key is no login key, and a login key no CA key.
+  const admin = keygen(dir, "admin");
+  t.is((await r.local(["admin-keys", path.join(r.runDir, "admin-keys")], `${admin}\n`)).code, 0);
+  await writeFile(path.join(dir, "admin.revoke"), `${admin}\n`);
+  const lockout = await rs("set-krl", await krlBase64(dir, { keys: [path.join(dir, "admin.revoke")] }));
+  t.is(lockout.code, 3);
+  t.regex(lockout.stderr, /^rtunneld-admin: this KRL revokes admin key 1 of the relay: it would lock the operator out/);
+  t.is(await r.state(), before, "nothing written");
+  const caAsLogin = await rs("add-client lap --devices a", ca);
+  t.is(caAsLogin.code, 3);
+  t.regex(caAsLogin.stderr, /is the relay's user CA/);
+  t.is(await r.state(), before, "nothing written");
+
   const krl = await krlBase64(dir, { ca: path.join(dir, "ca.pub"), serials: ["11"], ids: ["rtunnel:bob:12"] });
   const raw = Buffer.from(krl, "base64");
   const set = SetKrlAnswer.parse(await json("set-krl", `${krl}\n`));

@@ -72,7 +72,7 @@ export async function relayRoot(dir: string, hostKey: string, o: { proc?: "fake"
   const at = (p: string) => path.join(dir, p);
   const runDir = at(RELAY_RUN_DIR);
   const stateDir = at(RELAY_STATE_PATH);
-  for (const d of ["keys", "online", "seen", "reaped", "sessions", "refused", "probes", "ca"]) await mkdir(path.join(runDir, d), { recursive: true });
+  for (const d of ["keys", "online", "seen", "reaped", "sessions", "refused", "probes", "ca", "admin-keys"]) await mkdir(path.join(runDir, d), { recursive: true });
   await mkdir(path.join(stateDir, "registry"), { recursive: true });
   await mkdir(path.join(stateDir, "connections"), { recursive: true });
   await mkdir(at("proc/net"), { recursive: true });
@@ -129,12 +129,13 @@ export async function fakeSession(t: Teardown, dir: string): Promise<{ pid: numb
   return { pid, start: await sessionStart(pid), end };
 }
 
-/** Base64 of a KRL made by ssh-keygen in `dir` (revoking `serials` of the CA `ca`, a public key file; nothing by default). */
-export async function krlBase64(dir: string, o: { ca?: string; serials?: readonly string[]; ids?: readonly string[] } = {}): Promise<string> {
+/** Base64 of a KRL made by ssh-keygen in `dir` (revoking `serials` and `ids` of the CA `ca`, a public key file, and the public key files `keys`; nothing by default). */
+export async function krlBase64(dir: string, o: { ca?: string; serials?: readonly string[]; ids?: readonly string[]; keys?: readonly string[] } = {}): Promise<string> {
   const file = path.join(dir, `krl-${Date.now()}-${Math.random().toString(36).slice(2)}`);
   const spec = `${file}.spec`;
   await writeFile(spec, [...(o.serials ?? []).map((s) => `serial: ${s}`), ...(o.ids ?? []).map((i) => `id: ${i}`)].map((l) => `${l}\n`).join(""));
-  await run("ssh-keygen", ["-q", "-k", "-f", file, ...(o.ca ? ["-s", o.ca] : []), ...(o.serials?.length || o.ids?.length ? [spec] : [])], { input: "" });
+  const specs = [...(o.serials?.length || o.ids?.length ? [spec] : []), ...(o.keys ?? [])];
+  await run("ssh-keygen", ["-q", "-k", "-f", file, ...(o.ca ? ["-s", o.ca] : []), ...specs], { input: "" });
   return (await readFile(file)).toString("base64");
 }
 
