@@ -215,10 +215,10 @@ test("set-user-ca, ca and set-krl: the trust in the state volume and where sshd 
   t.regex(caAsLogin.stderr, /is the relay's user CA/);
   t.is(await r.state(), before, "nothing written");
 
-  const krl = await krlBase64(dir, { ca: path.join(dir, "ca.pub"), serials: ["11"], ids: ["rtunnel:bob:12"] });
+  const krl = await krlBase64(dir, { ca: path.join(dir, "ca.pub"), serials: ["11"], ids: ["rtunnel:bob:12"], version: 7 });
   const raw = Buffer.from(krl, "base64");
   const set = SetKrlAnswer.parse(await json("set-krl", `${krl}\n`));
-  t.deepEqual(set, { krl: { sha256: execFileSync("sha256sum", { input: raw, encoding: "utf8" }).split(" ")[0]!, bytes: raw.length } });
+  t.deepEqual(set, { krl: { sha256: execFileSync("sha256sum", { input: raw, encoding: "utf8" }).split(" ")[0]!, bytes: raw.length, version: 7 } }, "the KRL's own version (ssh-keygen -k -z)");
   t.deepEqual(await readFile(r.at(RELAY_CA_PATHS.krl)), raw);
   t.deepEqual(await readFile(path.join(r.runDir, "ca", "revoked.krl")), raw);
   const now = CaAnswer.parse(await json("ca"));
@@ -329,10 +329,11 @@ test("the protocol refuses certificate answers the CLI does not understand: a se
   for (const bad of [{ serial: "0" }, { serial: "18446744073709551616" }, { serial: 7 }, { keyId: "alice" }, { holder: "Alice" }, { connections: 0 }, { online: false }]) {
     t.false(ListWithCertificatesAnswer.safeParse([{ ...cert, ...bad }]).success, JSON.stringify(bad));
   }
-  t.false(SetKrlAnswer.safeParse({ krl: { sha256: "A".repeat(64), bytes: 44 } }).success);
-  t.false(SetKrlAnswer.safeParse({ krl: { sha256: "a".repeat(64), bytes: RELAY_CERTIFICATES.maxKrlBytes + 1 } }).success);
+  t.false(SetKrlAnswer.safeParse({ krl: { sha256: "A".repeat(64), bytes: 44, version: 0 } }).success);
+  t.false(SetKrlAnswer.safeParse({ krl: { sha256: "a".repeat(64), bytes: RELAY_CERTIFICATES.maxKrlBytes + 1, version: 0 } }).success);
+  t.false(SetKrlAnswer.safeParse({ krl: { sha256: "a".repeat(64), bytes: 44 } }).success, "a KRL without its version");
   t.false(SetUserCaAnswer.safeParse({ userCa: Array(RELAY_CERTIFICATES.maxUserCaKeys + 1).fill(`SHA256:${"A".repeat(43)}`) }).success);
-  t.false(CaAnswer.safeParse({ userCa: [], krl: { sha256: "a".repeat(64), bytes: 44 } }).success, "a KRL without setAt");
+  t.false(CaAnswer.safeParse({ userCa: [], krl: { sha256: "a".repeat(64), bytes: 44, version: 0 } }).success, "a KRL without setAt");
 });
 
 test("the CLI's audit names a certificate login by its holder, key id and serial, a refusal by its reason, and a trust change by its verb", (t) => {
@@ -341,7 +342,7 @@ test("the CLI's audit names a certificate login by its holder, key id and serial
   const ca = `SHA256:${"c".repeat(43)}`;
   const events = AuditAnswer.parse([
     { time: T(0), type: "trust", verb: "set-user-ca", userCa: [ca], from: "203.0.113.9" },
-    { time: T(1), type: "trust", verb: "set-krl", sha256: "a".repeat(64), bytes: 44, from: "203.0.113.9" },
+    { time: T(1), type: "trust", verb: "set-krl", sha256: "a".repeat(64), bytes: 44, version: 3, from: "203.0.113.9" },
     { time: T(2), type: "connection", account: "jump", fingerprint: fp, key: null, pid: 5, keyId: "rtunnel:alice:11", serial: "11", ca, devices: ["a", "b"] },
     { time: T(3), type: "connection", account: "jump", fingerprint: fp, key: null, pid: 6, refused: "limit", limit: 2, keyId: "rtunnel:alice:11", serial: "11", ca },
     { time: T(4), type: "connection", account: "jump", fingerprint: fp, key: null, pid: null, refused: "certificate", serial: "12", ca },
@@ -353,6 +354,7 @@ test("the CLI's audit names a certificate login by its holder, key id and serial
   t.regex(rows[2]!.detail, /certificate rtunnel:alice:11 \(serial 11\)/);
   t.regex(rows[3]!.detail, /limit of 2 live connections/);
   t.regex(rows[0]!.detail, /jump trusts the user CA SHA256:cccc.*admin from 203\.0\.113\.9/);
+  t.regex(rows[1]!.detail, /revocation list version 3 set/);
   t.deepEqual(filterAudit(rows, { name: "alice" }).length, 2);
   t.deepEqual(filterAudit(rows, { name: "b" }).map((r) => r.who), ["alice"]);
 });

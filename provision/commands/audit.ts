@@ -44,7 +44,7 @@ function trustDetail(e: TrustChangeEvent): string {
     case "set-user-ca":
       return e.userCa.length ? `jump trusts the user CA ${e.userCa.map(short).join(", ")}` : "no user CA trusted";
     case "set-krl":
-      return `revocation list set (${e.bytes} bytes, sha256 ${e.sha256.slice(0, 16)}...)`;
+      return `revocation list version ${e.version} set (${e.bytes} bytes, sha256 ${e.sha256.slice(0, 16)}...)`;
   }
 }
 

@@ -106,7 +106,7 @@ export const RemoveChange = z.object({ ...changeBase, verb: z.literal("remove"),
 /** What the relay trusts changed (certificates): no registry name, no registry key. */
 const trustBase = { time, type: z.literal("trust"), from: z.string() };
 export const SetUserCaChange = z.object({ ...trustBase, verb: z.literal("set-user-ca"), userCa: z.array(fingerprint) });
-export const SetKrlChange = z.object({ ...trustBase, verb: z.literal("set-krl"), sha256: sha256Hex, bytes: z.number().int().min(1) });
+export const SetKrlChange = z.object({ ...trustBase, verb: z.literal("set-krl"), sha256: sha256Hex, bytes: z.number().int().min(1), version: z.number().int().min(0) });
 export const ConnectionEvent = z.object({
   time,
   type: z.literal("connection"),
@@ -130,7 +130,8 @@ export const ConnectionEvent = z.object({
 });
 export const AuditAnswer = z.array(z.union([AddDeviceChange, AddClientChange, RemoveChange, SetUserCaChange, SetKrlChange, ConnectionEvent]));
 
-const krlFacts = { sha256: sha256Hex, bytes: z.number().int().min(1).max(RELAY_CERTIFICATES.maxKrlBytes) };
+/** A KRL: the sha256 of its bytes (hex), its size, and its own version (ssh-keygen -k -z N; 0 when none was given). */
+const krlFacts = { sha256: sha256Hex, bytes: z.number().int().min(1).max(RELAY_CERTIFICATES.maxKrlBytes), version: z.number().int().min(0) };
 export const SetUserCaAnswer = z.object({
   /** the fingerprints of the CA keys `jump` trusts now ([]: none) */
   userCa: z.array(fingerprint).max(RELAY_CERTIFICATES.maxUserCaKeys),

@@ -130,12 +130,12 @@ export async function fakeSession(t: Teardown, dir: string): Promise<{ pid: numb
 }
 
 /** Base64 of a KRL made by ssh-keygen in `dir` (revoking `serials` and `ids` of the CA `ca`, a public key file, and the public key files `keys`; nothing by default). */
-export async function krlBase64(dir: string, o: { ca?: string; serials?: readonly string[]; ids?: readonly string[]; keys?: readonly string[] } = {}): Promise<string> {
+export async function krlBase64(dir: string, o: { ca?: string; serials?: readonly string[]; ids?: readonly string[]; keys?: readonly string[]; version?: number } = {}): Promise<string> {
   const file = path.join(dir, `krl-${Date.now()}-${Math.random().toString(36).slice(2)}`);
   const spec = `${file}.spec`;
   await writeFile(spec, [...(o.serials ?? []).map((s) => `serial: ${s}`), ...(o.ids ?? []).map((i) => `id: ${i}`)].map((l) => `${l}\n`).join(""));
   const specs = [...(o.serials?.length || o.ids?.length ? [spec] : []), ...(o.keys ?? [])];
-  await run("ssh-keygen", ["-q", "-k", "-f", file, ...(o.ca ? ["-s", o.ca] : []), ...specs], { input: "" });
+  await run("ssh-keygen", ["-q", "-k", "-f", file, ...(o.ca ? ["-s", o.ca] : []), ...(o.version === undefined ? [] : ["-z", String(o.version)]), ...specs], { input: "" });
   return (await readFile(file)).toString("base64");
 }
 
