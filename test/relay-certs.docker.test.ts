@@ -123,18 +123,20 @@ test("[docker] a certificate's grant opens its devices' ports through -W and no 
   const both = await c.sign({ ca: "userca", key: "lap", id: "rtunnel:lap:2", serial: "2", principals: ["rtunnel-grant:a+b", "rtunnel-device:a", "rtunnel-device:b"] });
   for (const port of [a.port, b.port]) t.regex((await jumpWith(r, "lap", both, port)).stdout, /^SSH-2\.0-/, `port ${port}`);
 
-  // Refused: a window wholly in the past; no grant principal; a CA the relay does not trust.
-  const refused: [string, string, RegExp][] = [
+  // Refused: a window wholly in the past; no grant principal; a CA the relay does not trust
+  // (sshd says why in its log for the first two; the third is not in TrustedUserCAKeys).
+  await c.ca("rogue");
+  const refused: [string, string, RegExp | undefined][] = [
     ["expired", await c.sign({ ca: "userca", key: "lap", id: "rtunnel:lap:3", serial: "3", principals: ["rtunnel-grant:a"], validity: "20200101000000Z:20200102000000Z" }), /Certificate invalid: expired/],
     ["a device principal only", await c.sign({ ca: "userca", key: "lap", id: "rtunnel:lap:4", serial: "4", principals: ["rtunnel-device:a"] }), /Certificate does not contain an authorized principal/],
-    ["another CA", await (async () => (await c.ca("rogue"), c.sign({ ca: "rogue", key: "lap", id: "rtunnel:lap:5", serial: "5", principals: ["rtunnel-grant:a"] })))(), /./],
+    ["another CA", await c.sign({ ca: "rogue", key: "lap", id: "rtunnel:lap:5", serial: "5", principals: ["rtunnel-grant:a"] }), undefined],
   ];
   for (const [what, cert, logLine] of refused) {
     const res = await jumpWith(r, "lap", cert, a.port);
     t.is(res.code, 255, what);
     t.regex(res.stderr, DENIED, what);
     t.notRegex(res.stdout, /SSH-2\.0/, what);
-    t.regex((await docker(["logs", r.container])).stderr, logLine, what);
+    if (logLine) t.regex((await docker(["logs", r.container])).stderr, logLine, what);
   }
 
   // The audit: each login and each refusal with its key id and serial ("key" null: no registry key).
