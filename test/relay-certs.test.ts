@@ -58,7 +58,7 @@ test("the principals command turns a certificate's grant principal into one line
     const login = await certificateLogin(t, r, { certFile: cert, caFile: path.join(dir, "ca.pub"), keyId: c.id, serial, client: `10.0.0.${n} 4000${n}` });
     t.is(login.line, c.want, c.what);
     // The record: the connection's pid and start time in its name, like the key lookup's.
-    const rec = (await readFile(path.join(r.runDir, "sessions", `${login.pid}.${login.start}.jump.${safe(fpOf(cert))}`), "utf8")).split("\n");
+    const rec = (await readFile(path.join(r.runDir, "sessions", `${login.pid}.${login.start}.jump.${safe(fpOf(cert))}.cert`), "utf8")).split("\n");
     t.is(rec[0], `10.0.0.${n} 4000${n} 10.9.9.9 2222`, c.what);
     const grant = c.want ? c.want.trim().split(" rtunnel-grant:")[1] : /^rtunnel:/.test(c.id) && c.principals.some((p) => parsePrincipal(p)?.kind === "grant") ? "?" : "-";
     if (grant !== "?") t.is(rec[3], `cert ${serial} ${fpOf(path.join(dir, "ca.pub"))} ${c.id} ${grant}`, c.what);
@@ -85,15 +85,22 @@ test("the principals command holds the jump limit on authenticated logins only: 
   const accepted = [0, 1].map((i) => `Accepted publickey for jump from 10.0.0.1 port 5000${i} ssh2: ED25519-CERT ${fpOf(cert)} ID rtunnel:lap:5 (serial 5) CA ED25519 ${caFp}\n`).join("");
   t.is((await r.helper("rtunneld-connlog", [], accepted)).code, 0);
   t.is((await readdir(path.join(r.runDir, "online"))).length, 2);
-  const fourth = await certificateLogin(t, r, { certFile: cert, caFile: ca, keyId: "rtunnel:lap:5", serial: "5", client: "10.0.0.1 50009" });
+  // The fourth is refused, and the client offers the bare key next on that connection: the key
+  // lookup's record of it is another file, so the log reader still reads the refusal's reason.
+  const fourth = await certificateLogin(t, r, { certFile: cert, caFile: ca, keyId: "rtunnel:lap:5", serial: "5", client: "10.0.0.1 50009", thenBareKey: true });
   t.is(fourth.line, "", "at its limit of 2 authenticated logins: no line");
-  const rec = (await readFile(path.join(r.runDir, "sessions", `${fourth.pid}.${fourth.start}.jump.${safe(fpOf(cert))}`), "utf8")).split("\n");
+  const rec = (await readFile(path.join(r.runDir, "sessions", `${fourth.pid}.${fourth.start}.jump.${safe(fpOf(cert))}.cert`), "utf8")).split("\n");
   t.is(rec[2], "limit 2");
-  // sshd's refusal becomes a limit row with the certificate's key id and serial.
-  const failed = `Failed publickey for jump from 10.0.0.1 port 50009 ssh2: ED25519-CERT ${fpOf(cert)} ID rtunnel:lap:5 (serial 5) CA ED25519 ${caFp}\n`;
+  t.is(await readFile(path.join(r.runDir, "sessions", `${fourth.pid}.${fourth.start}.jump.${safe(fpOf(cert))}`), "utf8"), "10.0.0.1 50009 10.9.9.9 2222\n\n", "the bare key's record, beside it");
+  // sshd's refusals: the certificate's becomes a limit row with its key id and serial; the bare key's an unknown key.
+  const failed = [
+    `Failed publickey for jump from 10.0.0.1 port 50009 ssh2: ED25519-CERT ${fpOf(cert)} ID rtunnel:lap:5 (serial 5) CA ED25519 ${caFp}\n`,
+    `Failed publickey for jump from 10.0.0.1 port 50009 ssh2: ED25519 ${fpOf(cert)}\n`,
+  ].join("");
   t.is((await r.helper("rtunneld-connlog", [], failed)).code, 0);
   const rows = (await readFile(path.join(r.stateDir, "connections", "connections.log"), "utf8")).trim().split("\n").map((l) => ConnectionEvent.parse({ ...JSON.parse(l), type: "connection" }));
-  t.like(rows.at(-1), { account: "jump", key: null, pid: fourth.pid, refused: "limit", limit: 2, keyId: "rtunnel:lap:5", serial: "5", ca: caFp });
+  t.like(rows.at(-2), { account: "jump", key: null, pid: fourth.pid, refused: "limit", limit: 2, keyId: "rtunnel:lap:5", serial: "5", ca: caFp });
+  t.like(rows.at(-1), { account: "jump", key: null, pid: fourth.pid, refused: "unknown-key", keyId: undefined });
   t.like(rows[0], { key: null, keyId: "rtunnel:lap:5", serial: "5", devices: ["a"], refused: undefined });
 });
 

@@ -8,9 +8,11 @@
 RUN=/run/rtunneld
 # shellcheck disable=SC2034
 STATE=/var/lib/rtunneld
-# Records are DIR/PID.START.USER.KEY (rtunneld-keys writes them, the reaper and the admin command read them).
+# Records are DIR/PID.START.USER.KEY (rtunneld-keys writes them, the reaper and the admin command
+# read them); the principals command's, of a certificate login, DIR/PID.START.jump.KEY.cert (a
+# key and its certificate offered on one connection keep a record each).
 # shellcheck disable=SC2034
-RECORD_RE='^([0-9]+)\.([0-9]+)\.(tunnel|jump|admin)\.([A-Za-z0-9_-]{43})$'
+RECORD_RE='^([0-9]+)\.([0-9]+)\.(tunnel|jump|admin)\.([A-Za-z0-9_-]{43})(\.cert)?$'
 # shellcheck disable=SC2034
 FP_RE='^SHA256:[A-Za-z0-9+/]{43}$'
 # Byte order for the string comparisons below (sshd passes its LANG on to its helpers).

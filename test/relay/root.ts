@@ -172,14 +172,17 @@ async function sessionPrograms(dir: string): Promise<{ shell: string; sleep: str
 export async function certificateLogin(
   t: Teardown,
   root: RelayRoot,
-  o: { certFile: string; caFile: string; keyId: string; serial: string; client: string },
+  o: { certFile: string; caFile: string; keyId: string; serial: string; client: string; thenBareKey?: boolean },
 ): Promise<{ pid: number; start: string; line: string; end: () => void }> {
   const prog = await sessionPrograms(root.dir);
   const cert = (await readFile(o.certFile, "utf8")).split(" ")[1]!;
   const fp = (file: string) => execFileSync("ssh-keygen", ["-lf", file], { encoding: "utf8" }).split(" ")[1]!;
   const out = path.join(root.dir, `principals-${Date.now()}-${Math.random().toString(36).slice(2)}.out`);
   const argv = [root.helperPath("rtunneld-principals"), "jump", fp(o.certFile), `${o.client} 10.9.9.9 2222`, fp(o.caFile), o.keyId, o.serial, cert];
-  const script = `"$@" >${JSON.stringify(out)}; echo done >>${JSON.stringify(out)}; exec ${JSON.stringify(prog.sleep)} 600`;
+  // thenBareKey: the client offers the bare key next on the same connection (ssh does, after a
+  // refused certificate): the key lookup runs for it as sshd runs it.
+  const keys = o.thenBareKey ? `${JSON.stringify(root.helperPath("rtunneld-keys"))} jump "$3" "$4" ssh-ed25519 >/dev/null;` : "";
+  const script = `"$@" >${JSON.stringify(out)}; ${keys} echo done >>${JSON.stringify(out)}; exec ${JSON.stringify(prog.sleep)} 600`;
   const child = spawn(prog.shell, ["-c", script, "sshd-session", ...argv], { stdio: "ignore", env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } });
   const end = () => {
     child.kill("SIGKILL");
