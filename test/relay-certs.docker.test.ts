@@ -181,15 +181,19 @@ test("[docker] revoking a certificate (set-krl) refuses it and ends its live log
   t.regex(again.stderr, DENIED, "the revoked certificate is refused");
   t.regex((await docker(["logs", r.container])).stderr, /revoked by file \/run\/rtunneld\/revoked\.krl/);
 
-  // Replaced on the same volume: the same CA and KRL, the same verdicts.
+  // Restarted (docker restart: a new /run), then replaced on the same volume: the same CA and
+  // KRL, the same verdicts.
   const before = CaAnswer.parse(await r.adminJson(["ca"]));
   t.like(before, { userCa: [await c.fingerprint("/k/userca.pub")], krl: revoked.krl });
-  await r.restart();
-  t.deepEqual(CaAnswer.parse(await r.adminJson(["ca"])), before);
-  t.is((await exec(r.container, ["sh", "-c", `base64 -w0 ${RELAY_CA_PATHS.runKrl}`])).stdout, krl, "the KRL sshd reads is the one set");
-  await r.tunnel("deva", a.port);
-  t.regex((await jumpWith(r, "lap", stolen, a.port)).stderr, DENIED, "still revoked after the restart");
-  t.regex((await jumpWith(r, "desk", fine, a.port)).stdout, /^SSH-2\.0-/, "still trusted after the restart");
+  for (const how of ["restarted", "replaced"] as const) {
+    if (how === "restarted") await r.fixture.restart();
+    else await r.restart();
+    t.deepEqual(CaAnswer.parse(await r.adminJson(["ca"])), before, how);
+    t.is((await exec(r.container, ["sh", "-c", `base64 -w0 ${RELAY_CA_PATHS.runKrl}`])).stdout, krl, `${how}: the KRL sshd reads is the one set`);
+    await r.tunnel("deva", a.port);
+    t.regex((await jumpWith(r, "lap", stolen, a.port)).stderr, DENIED, `${how}: still revoked`);
+    t.regex((await jumpWith(r, "desk", fine, a.port)).stdout, /^SSH-2\.0-/, `${how}: still trusted`);
+  }
 });
 
 test("[docker] certificate logins count against the jump limit (per certified key, authenticated only); refusals are on record with the key id; remove ends the logins whose grant names the device", async (t) => {
