@@ -255,7 +255,7 @@ test("render-ca (the entrypoint): an empty KRL when none was set, the stored tru
   await writeFile(path.join(r.runDir, "ca", "revoked.krl"), "");
   const again = await r.local(["render-ca"]);
   t.is(again.code, 0, again.stderr);
-  t.regex(again.stdout, new RegExp(`^user CA: ${fpOf(path.join(dir, "ca.pub")).replace(/[+/]/g, "\\$&")}; KRL: ${Buffer.from(krl, "base64").length} bytes`));
+  t.regex(again.stdout, new RegExp(`^user CA: ${fpOf(path.join(dir, "ca.pub")).replace(/[+/]/g, "\\$&")}; KRL: version 0, ${Buffer.from(krl, "base64").length} bytes`));
   t.deepEqual(await readFile(path.join(r.runDir, "ca", "revoked.krl")), Buffer.from(krl, "base64"));
   t.is(await readFile(path.join(r.runDir, "ca", "user_ca.pub"), "utf8"), `${ca.split(" ").slice(0, 2).join(" ")}\n`);
   // A torn KRL in the state volume: refused with one line, nothing rendered over the runtime file.
