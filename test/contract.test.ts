@@ -179,3 +179,10 @@ test("certificates: the state volume's CA files, their runtime links and the adm
   t.true(entry.indexOf("rtunneld-admin render-ca") > 0 && entry.indexOf("rtunneld-admin render-ca") < entry.indexOf("/usr/sbin/sshd -D -e"));
   t.regex(entry, new RegExp(`fatal ${RELAY_EXIT.caState} `));
 });
+
+test("rtunneld-admin imports only modules that python3-minimal on trixie imports (no tempfile: without shutil it raises at import)", (t) => {
+  const imports = [...relay("rtunneld-admin").matchAll(/^(?:import|from) (\S+)/gm)].map((m) => m[1]!).sort();
+  // Each checked with `python3 -c "import M"` in the relay image (python3-minimal only).
+  const minimal = ["base64", "datetime", "errno", "fcntl", "grp", "hashlib", "json", "os", "re", "selectors", "socket", "subprocess", "sys", "time"];
+  t.deepEqual(imports.filter((m) => !minimal.includes(m)), []);
+});
