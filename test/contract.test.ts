@@ -4,6 +4,7 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import test from "ava";
+import { RELAY_CA_PATHS } from "../lib/contract/ca.ts";
 import { AGENT_BACKOFF, AGENT_CONF_DIR, AGENT_ENV_KEYS, AGENT_EXIT, AGENT_FILES, AGENT_STATES, DEFAULT_TARGET } from "../lib/contract/agent.ts";
 import {
   DEFAULT_PORT_RANGE,
@@ -13,6 +14,7 @@ import {
   RELAY_ADMIN_KEYS_PATH,
   RELAY_CONNECTION_LIMITS,
   RELAY_AUDIT_FILE,
+  RELAY_CERTIFICATES,
   RELAY_CONTAINER_PORT,
   RELAY_ENV,
   RELAY_EXIT,
@@ -127,4 +129,61 @@ test("the connection limits and the jump idle timeout: the entrypoint's defaults
   t.regex(relay("sshd_config"), /^Match User jump\n(?:\t.*\n)*\tInclude \/run\/rtunneld\/sshd_jump\.conf\n/m, "the jump block includes the timeout the entrypoint writes");
   t.regex(entry, /UnusedConnectionTimeout %s.*>"\$RUN\/sshd_jump\.conf"/);
   t.notRegex(relay("sshd_config"), /^Match User (tunnel|admin)\n(?:\t.*\n)*\tInclude /m, "no idle timeout for tunnel (a -R listener is not a channel) or admin");
+});
+
+/** The lines of one `Match User NAME` block of sshd_config (up to the next Match or the end). */
+const matchBlock = (config: string, user: string) => {
+  const start = config.indexOf(`\nMatch User ${user}\n`);
+  const end = config.indexOf("\nMatch ", start + 1);
+  return start < 0 ? "" : config.slice(start, end < 0 ? undefined : end);
+};
+
+test("certificates: sshd reads the user CA and the KRL where the contract says, only jump trusts the CA, and its principals command is the image's", (t) => {
+  const config = relay("sshd_config");
+  const global = config.slice(0, config.indexOf("\nMatch "));
+  t.regex(global, new RegExp(`^RevokedKeys ${esc(RELAY_CA_PATHS.runKrl)}$`, "m"), "the KRL applies to every account, plain keys too");
+  const jump = matchBlock(config, "jump");
+  t.regex(jump, new RegExp(`^\\tTrustedUserCAKeys ${esc(RELAY_CA_PATHS.runUserCa)}$`, "m"));
+  t.regex(jump, new RegExp(`^\\tAuthorizedPrincipalsCommand ${esc(RELAY_CERTIFICATES.principalsCommand)} %u %f %C %F %i %s %k$`, "m"));
+  t.regex(jump, /^\tAuthorizedPrincipalsCommandUser rtkeys$/m);
+  for (const user of ["tunnel", "admin"]) t.notRegex(matchBlock(config, user), /TrustedUserCAKeys|AuthorizedPrincipals/, `${user} trusts no CA`);
+  t.notRegex(global, /TrustedUserCAKeys|AuthorizedPrincipals/, "nothing global trusts a CA");
+  // Every key type the relay takes, also as a certificate.
+  const algs = /^PubkeyAcceptedAlgorithms (\S+)$/m.exec(config)![1]!.split(",");
+  const plain = algs.filter((a) => !a.includes("-cert-v01@"));
+  t.deepEqual(algs.filter((a) => a.includes("-cert-v01@")).sort(), plain.map((a) => a.replace(/^(.*?)(@openssh\.com)?$/, "$1-cert-v01@openssh.com")).sort());
+  // The image installs the command there, and the key lookup skips certificates (%t).
+  t.regex(relay("Dockerfile"), new RegExp(`^COPY rtunneld-keys rtunneld-principals ${esc(path.dirname(RELAY_CERTIFICATES.principalsCommand))}/$`, "m"));
+  t.regex(config, /^AuthorizedKeysCommand \S+ %u %f %C %t$/m);
+});
+
+test("certificates: the state volume's CA files, their runtime links and the admin command's limits are the contract's", (t) => {
+  const admin = relay("rtunneld-admin");
+  t.is(RELAY_CA_PATHS.stateDir, `${RELAY_STATE_PATH}/ca`);
+  t.regex(admin, /^CA_DIR = f"\{STATE\}\/ca"$/m);
+  t.is(RELAY_CA_PATHS.userCa, `${RELAY_CA_PATHS.stateDir}/user_ca.pub`);
+  t.regex(admin, /^USER_CA = f"\{CA_DIR\}\/user_ca\.pub"$/m);
+  t.is(RELAY_CA_PATHS.krl, `${RELAY_CA_PATHS.stateDir}/revoked.krl`);
+  t.regex(admin, /^KRL = f"\{CA_DIR\}\/revoked\.krl"$/m);
+  // sshd reads $RUN/user_ca.pub and $RUN/revoked.krl: links into the admin-owned $RUN/ca, where the admin command renames new files in.
+  const entry = relay("entrypoint");
+  t.is(path.dirname(RELAY_CA_PATHS.runUserCa), RELAY_RUN_DIR);
+  t.is(path.dirname(RELAY_CA_PATHS.runKrl), RELAY_RUN_DIR);
+  t.regex(entry, new RegExp(`^ln -sfn ca/${esc(path.basename(RELAY_CA_PATHS.runUserCa))} "\\$RUN/${esc(path.basename(RELAY_CA_PATHS.runUserCa))}"$`, "m"));
+  t.regex(entry, new RegExp(`^ln -sfn ca/${esc(path.basename(RELAY_CA_PATHS.runKrl))} "\\$RUN/${esc(path.basename(RELAY_CA_PATHS.runKrl))}"$`, "m"));
+  t.regex(admin, /^RUN_CA = f"\{RUN\}\/ca"$/m);
+  t.regex(admin, new RegExp(`^RUN_USER_CA = f"\\{RUN_CA\\}/${esc(path.basename(RELAY_CA_PATHS.runUserCa))}"$`, "m"));
+  t.regex(admin, new RegExp(`^RUN_KRL = f"\\{RUN_CA\\}/${esc(path.basename(RELAY_CA_PATHS.runKrl))}"$`, "m"));
+  t.regex(admin, new RegExp(`^MAX_CA_KEYS = ${RELAY_CERTIFICATES.maxUserCaKeys}$`, "m"));
+  t.regex(admin, new RegExp(`^MAX_KRL_BYTES = ${RELAY_CERTIFICATES.maxKrlBytes}$`, "m"));
+  // The entrypoint renders them before sshd starts (an empty KRL when none was set).
+  t.true(entry.indexOf("rtunneld-admin render-ca") > 0 && entry.indexOf("rtunneld-admin render-ca") < entry.indexOf("/usr/sbin/sshd -D -e"));
+  t.regex(entry, new RegExp(`fatal ${RELAY_EXIT.caState} `));
+});
+
+test("rtunneld-admin imports only modules that python3-minimal on trixie imports (no tempfile: without shutil it raises at import)", (t) => {
+  const imports = [...relay("rtunneld-admin").matchAll(/^(?:import|from) (\S+)/gm)].map((m) => m[1]!).sort();
+  // Each checked with `python3 -c "import M"` in the relay image (python3-minimal only).
+  const minimal = ["base64", "datetime", "errno", "fcntl", "grp", "hashlib", "json", "os", "re", "selectors", "socket", "subprocess", "sys", "time"];
+  t.deepEqual(imports.filter((m) => !minimal.includes(m)), []);
 });

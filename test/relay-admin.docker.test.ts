@@ -2,6 +2,7 @@
 // with one line and the registry left byte-for-byte unchanged, and 20 enrollments as parallel as
 // the admin key's connection limit allows.
 import test from "ava";
+import { RELAY_CA_PATHS } from "../lib/contract/ca.ts";
 import { RELAY_CONNECTION_LIMITS } from "../lib/contract/relay.ts";
 import { ensureDocker, exec, mapLimit, useScope } from "./bed/index.ts";
 import { ANSWERS, type JsonVerb } from "../provision/relay/protocol.ts";
@@ -181,7 +182,14 @@ test("[docker] 200 hostile admin calls over ssh (fast-check: names, flags, keys,
   // One multiplexed admin connection, one command at a time,
   // so 200 calls cost one handshake and stay inside the admin key's connection limit.
   const mux = ["-T", "-o", "ControlMaster=auto", "-o", "ControlPath=/tmp/admin-mux-%C", "-o", "ControlPersist=300"];
-  const refused = await throwHostileCalls(t, { good, existing: "existing", runs: 200, call: (c) => r.ssh("admin", "admin", mux, c.words, c.key), registry: () => r.registry() });
+  // A user CA and a KRL already set (certificates): a refused call leaves them as they are too.
+  const ca = await r.key("userca");
+  await r.adminJson(["set-user-ca"], ca);
+  const krl = (await exec(r.client, ["sh", "-c", "ssh-keygen -q -k -f /k/hostile.krl && base64 -w0 /k/hostile.krl"])).stdout.trim();
+  await r.adminJson(["set-krl"], krl);
+  const caFiles = [RELAY_CA_PATHS.userCa, RELAY_CA_PATHS.krl, RELAY_CA_PATHS.runUserCa, RELAY_CA_PATHS.runKrl];
+  const state = async () => (await r.registry()) + (await exec(r.container, ["sh", "-c", `for f in ${caFiles.join(" ")}; do base64 -w0 "$f"; echo; done`], { check: false })).stdout;
+  const refused = await throwHostileCalls(t, { good, existing: "existing", krl, runs: 200, call: (c) => r.ssh("admin", "admin", mux, c.words, c.key), registry: () => r.registry(), state });
   t.log(`${refused} of 200 hostile calls refused by the real relay`);
   t.true(refused >= 150, `only ${refused} refusals: the generator missed its target`);
 });

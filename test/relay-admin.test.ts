@@ -4,8 +4,7 @@
 // are accepted and their fingerprints, which names, a fingerprint's file name, a process's
 // start time, the listening ports of /proc/net/tcp.
 import { execFileSync } from "node:child_process";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import os from "node:os";
+import { readFile } from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
 import test from "ava";
@@ -13,14 +12,10 @@ import fc from "fast-check";
 import { NAME_PATTERN } from "../lib/contract/relay.ts";
 import { parsePublicKey } from "../lib/keys.ts";
 import { listeningLoopbackPorts } from "../lib/net.ts";
-import { repoRoot } from "../lib/paths.ts";
 import { run } from "../lib/proc.ts";
 import { throwHostileCalls } from "./relay/hostile.ts";
+import { ADMIN, keygen, krlBase64, LIB, PROC_NET_TCP, relayRoot, tmp } from "./relay/root.ts";
 import { AddClientAnswer, AddDeviceAnswer, AuditAnswer, ListAnswer, RemoveAnswer } from "../provision/relay/protocol.ts";
-
-const ADMIN = path.join(repoRoot, "images", "rtunneld", "rtunneld-admin");
-const LIB = path.join(repoRoot, "images", "rtunneld", "rtunneld-lib.sh");
-const group = execFileSync("id", ["-gn"], { encoding: "utf8" }).trim();
 
 /** Calls functions of rtunneld-admin as a Python module: JSON in, JSON out. */
 async function python(calls: string): Promise<unknown> {
@@ -32,18 +27,6 @@ async function python(calls: string): Promise<unknown> {
     calls,
   ].join("\n");
   return JSON.parse((await run("python3", ["-c", script], { input: "null" })).stdout);
-}
-
-function keygen(dir: string, name: string, type = "ed25519", bits?: number): string {
-  const file = path.join(dir, name);
-  execFileSync("ssh-keygen", ["-q", "-t", type, ...(bits ? ["-b", String(bits)] : []), "-N", "", "-C", name, "-f", file]);
-  return execFileSync("cat", [`${file}.pub`], { encoding: "utf8" }).trim();
-}
-
-async function tmp(t: { teardown: (f: () => Promise<void>) => void }) {
-  const dir = await mkdtemp(path.join(os.tmpdir(), "rtunnel-admin-"));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  return dir;
 }
 
 test("rtunneld-admin accepts exactly the keys lib/keys.ts accepts, with the same fingerprints", async (t) => {
@@ -95,14 +78,6 @@ test("a fingerprint's file name and a process's start time are the same in Pytho
   t.is(await python("print(json.dumps(m.proc_start_time(999999999)))"), null);
 });
 
-const PROC_NET_TCP = [
-  "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode",
-  "   0: 0100007F:4E20 00000000:0000 0A 00000000:00000000 00:00000000 00000000  2001        0 1 1 0000000000000000 100 0 0 10 0",
-  "   1: 00000000:08AE 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000 100 0 0 10 0",
-  "   2: 0100007F:4E21 0100007F:9C40 01 00000000:00000000 00:00000000 00000000  2001        0 3 1 0000000000000000 100 0 0 10 0",
-  "   3: 0100007F:4E22 00000000:0000 0A 00000000:00000000 00:00000000 00000000  2001        0 4 1 0000000000000000 100 0 0 10 0",
-].join("\n");
-
 test("listening loopback ports of /proc/net/tcp: rtunneld-admin and lib/net.ts read the same", async (t) => {
   const ts = [...listeningLoopbackPorts(PROC_NET_TCP)].sort();
   t.deepEqual(ts, [20000, 20002]);
@@ -130,28 +105,6 @@ async function bannerServer(t: { teardown: (f: () => void) => void }, banner: st
     server.close();
   });
   return { port: (server.address() as net.AddressInfo).port, connections: () => connections };
-}
-
-/** A relay's directories in a temp root, as the entrypoint prepares them. */
-async function relayRoot(dir: string, hostKey: string) {
-  const run_ = path.join(dir, "run", "rtunneld");
-  for (const d of ["keys", "online", "seen", "reaped", "sessions", "refused", "probes"]) await mkdir(path.join(run_, d), { recursive: true });
-  await mkdir(path.join(dir, "var", "lib", "rtunneld", "registry"), { recursive: true });
-  await mkdir(path.join(dir, "var", "lib", "rtunneld", "connections"), { recursive: true });
-  await mkdir(path.join(dir, "proc", "net"), { recursive: true });
-  await writeFile(path.join(run_, "port_range"), "20000-20009\n");
-  await writeFile(path.join(run_, "limits"), "tunnel 2\njump 32\nadmin 4\n");
-  await writeFile(path.join(run_, "ssh_host_ed25519_key.pub"), `${hostKey}\n`);
-  await writeFile(path.join(dir, "proc", "net", "tcp"), `${PROC_NET_TCP}\n`);
-  const env = { ...process.env, RTUNNELD_TEST_ROOT: dir, RTUNNELD_TEST_PROC: path.join(dir, "proc"), RTUNNELD_TEST_KEYS_GROUP: group };
-  const registry = path.join(dir, "var", "lib", "rtunneld", "registry", "registry.json");
-  return {
-    call: (words: string, input = "") => run(ADMIN, [], { input, check: false, env: { ...env, SSH_ORIGINAL_COMMAND: words } }),
-    registry: async () => readFile(registry, "utf8").catch(() => ""),
-    runDir: run_,
-    portRange: (range: string) => writeFile(path.join(run_, "port_range"), `${range}\n`),
-    sockets: (lines: string[]) => writeFile(path.join(dir, "proc", "net", "tcp"), `${[PROC_NET_TCP.split("\n")[0], ...lines].join("\n")}\n`),
-  };
 }
 
 test("rtunneld-admin's verbs in a temporary root answer what the protocol module's schemas say", async (t) => {
@@ -201,7 +154,7 @@ test("rtunneld-admin's verbs in a temporary root answer what the protocol module
   t.regex(hk.stdout, /^ssh-ed25519 \S+\n$/);
 });
 
-test("bad input to rtunneld-admin: one line, a non-zero exit, the registry byte-for-byte as it was (fast-check, 200 cases)", async (t) => {
+test("bad input to rtunneld-admin: one line, a non-zero exit, the registry and the certificate trust byte-for-byte as they were (fast-check, 200 cases)", async (t) => {
   // 200 process starts one after another: minutes on a loaded 2-core machine, and nothing
   // here is timed; the limit only keeps a hung call from hanging the suite.
   t.timeout(20 * 60_000);
@@ -209,7 +162,11 @@ test("bad input to rtunneld-admin: one line, a non-zero exit, the registry byte-
   const r = await relayRoot(dir, keygen(dir, "host").split(" ").slice(0, 2).join(" "));
   const good = keygen(dir, "good");
   t.is((await r.call("add-device existing", keygen(dir, "existing"))).code, 0);
-  const refused = await throwHostileCalls(t, { good, existing: "existing", runs: 200, call: (c) => r.call(c.line, c.key), registry: () => r.registry() });
+  // A CA and a KRL already set: a refused call must leave them as they are, too.
+  t.is((await r.call("set-user-ca", keygen(dir, "ca"))).code, 0);
+  const krl = await krlBase64(dir);
+  t.is((await r.call("set-krl", krl)).code, 0);
+  const refused = await throwHostileCalls(t, { good, existing: "existing", krl, runs: 200, call: (c) => r.call(c.line, c.key), registry: () => r.registry(), state: () => r.state() });
   t.log(`${refused} of 200 hostile calls refused`);
   t.true(refused >= 150, `only ${refused} refusals: the generator missed its target`);
 });

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Sourced by the entrypoint, rtunneld-keys, rtunneld-connlog and rtunneld-reaper: the facts
+# Sourced by the entrypoint, rtunneld-keys, rtunneld-principals, rtunneld-connlog and rtunneld-reaper: the facts
 # and transforms they share, in bash builtins only (the key lookup forks nothing), results in
 # REPLY so that no caller needs a subshell. rtunneld-admin (Python) has the same transforms;
 # test/relay-admin.test.ts holds the two to the same answers.
@@ -8,11 +8,45 @@
 RUN=/run/rtunneld
 # shellcheck disable=SC2034
 STATE=/var/lib/rtunneld
-# Records are DIR/PID.START.USER.KEY (rtunneld-keys writes them, the reaper and the admin command read them).
+# Records are DIR/PID.START.USER.KEY (rtunneld-keys writes them, the reaper and the admin command
+# read them); the principals command's, of a certificate login, DIR/PID.START.jump.KEY.cert (a
+# key and its certificate offered on one connection keep a record each).
 # shellcheck disable=SC2034
-RECORD_RE='^([0-9]+)\.([0-9]+)\.(tunnel|jump|admin)\.([A-Za-z0-9_-]{43})$'
+RECORD_RE='^([0-9]+)\.([0-9]+)\.(tunnel|jump|admin)\.([A-Za-z0-9_-]{43})(\.cert)?$'
 # shellcheck disable=SC2034
 FP_RE='^SHA256:[A-Za-z0-9+/]{43}$'
+# Byte order for the string comparisons below (sshd passes its LANG on to its helpers).
+LC_ALL=C
+
+# Certificates the kit issues (lib/contract/ca.ts parseKeyId, parsePrincipal): a key id
+# rtunnel:HOLDER:SERIAL (SERIAL 1..2^64-1, no leading zero) and the whole relay grant in one
+# principal, rtunnel-grant:A+B (device names, sorted and unique, at most 255).
+# shellcheck disable=SC2034
+KEY_ID_RE='^rtunnel:([a-z0-9][a-z0-9-]{0,62}):([1-9][0-9]{0,19})$'
+GRANT_RE='^rtunnel-grant:[a-z0-9][a-z0-9-]{0,62}(\+[a-z0-9][a-z0-9-]{0,62})*$'
+
+# Whether $1 is a key id the kit issues: its holder in REPLY.
+kit_key_id() {
+  [[ $1 =~ $KEY_ID_RE ]] || return 1
+  REPLY=${BASH_REMATCH[1]}
+  local serial=${BASH_REMATCH[2]}
+  # 20 digits: compared as text (bash's numbers stop at 2^63-1), equal length, byte order.
+  # shellcheck disable=SC2071 # a text comparison, on purpose
+  ((${#serial} < 20)) || [[ ! $serial > 18446744073709551615 ]]
+}
+
+# Whether $1 is a grant principal the kit issues: its devices (A+B) in REPLY.
+kit_grant() {
+  [[ $1 =~ $GRANT_RE ]] || return 1
+  local prev="" d devices
+  IFS=+ read -r -a devices <<<"${1#rtunnel-grant:}"
+  ((${#devices[@]} <= 255)) || return 1
+  for d in "${devices[@]}"; do
+    [[ -z $prev || $prev < "$d" ]] || return 1
+    prev=$d
+  done
+  REPLY=${1#rtunnel-grant:}
+}
 
 # A fingerprint as a file name: SHA256:ab/c+d... -> ab_c-d...
 safe_fp() {

@@ -23,6 +23,20 @@ export const RELAY_AUDIT_FILE = `${RELAY_STATE_PATH}/registry/audit.log`;
 /** Runtime state (a tmpfs under --read-only). */
 export const RELAY_RUN_DIR = "/run/rtunneld";
 
+/**
+ * Certificates (fleet CA, issue 15): the relay's own facts. The paths of the user CA keys and
+ * the KRL (state volume, and where sshd reads them) are RELAY_CA_PATHS in ca.ts, with the
+ * principal names and the key id the principals command accepts.
+ */
+export const RELAY_CERTIFICATES = {
+  /** the AuthorizedPrincipalsCommand of `jump` (tokens: %u %f %C %F %i %s %k) */
+  principalsCommand: "/usr/local/lib/rtunneld/rtunneld-principals",
+  /** `set-user-ca` takes at most this many CA keys (two while rotating) */
+  maxUserCaKeys: 8,
+  /** the largest KRL `set-krl` takes (the binary file; it arrives as one line of base64) */
+  maxKrlBytes: 1048576,
+} as const;
+
 /** Environment of the container. */
 export const RELAY_ENV = {
   portRange: "RTUNNELD_PORT_RANGE",
@@ -85,4 +99,6 @@ export const RELAY_EXIT = {
   supervisedEnded: 15,
   /** a connection limit or the jump idle timeout in the env is not a valid value */
   settings: 16,
+  /** the user CA keys or the KRL in the state volume do not read (a revocation is never dropped silently) */
+  caState: 17,
 } as const;

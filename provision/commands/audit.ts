@@ -4,7 +4,7 @@
 // it was granted at that moment when there was one, else the grant list (the relay's sshd
 // does not log a successful `-W` target at LogLevel VERBOSE).
 import { replay } from "../relay/history.ts";
-import type { AuditEvent, ChangeEvent, Grant } from "../relay/protocol.ts";
+import type { AuditEvent, ChangeEvent, ConnectionEvent, Grant, TrustChangeEvent } from "../relay/protocol.ts";
 import { openFleet, withRelay, type FleetOptions } from "./fleet.ts";
 import { renderTable } from "./status.ts";
 
@@ -39,12 +39,40 @@ function changeDetail(e: ChangeEvent): string {
   }
 }
 
+function trustDetail(e: TrustChangeEvent): string {
+  switch (e.verb) {
+    case "set-user-ca":
+      return e.userCa.length ? `jump trusts the user CA ${e.userCa.map(short).join(", ")}` : "no user CA trusted";
+    case "set-krl":
+      return `revocation list version ${e.version} set (${e.bytes} bytes, sha256 ${e.sha256.slice(0, 16)}...)`;
+  }
+}
+
+/** A certificate login: who it was granted to (its key id's NAME), the devices its grant names. */
+function certificateRow(e: ConnectionEvent): AuditRow {
+  const holder = e.keyId?.split(":")[1];
+  const cert = `certificate ${e.keyId ?? "(not one of ours)"} (serial ${e.serial})`;
+  if (e.refused) {
+    const why = e.refused === "limit" ? `its key is at its limit of ${e.limit ?? "?"} live connection${e.limit === 1 ? "" : "s"}` : "refused (untrusted CA, revoked, expired, no grant here, or a bad signature)";
+    return { time: e.time, event: "refused", who: holder ?? `unknown ${e.account} certificate`, device: "-", detail: `${cert}: ${why}` };
+  }
+  return { time: e.time, event: "connect", who: holder ?? "?", device: reach(e.devices), detail: `laptop with ${cert}` };
+}
+
 const reach = (g: Grant | undefined) => (g === undefined ? "?" : g === "all" ? "(any)" : g.length === 1 ? g[0]! : g.length ? `one of ${g.join(",")}` : "-");
 
 /** Pure: names instead of fingerprints, grants replayed from the registry's own history. */
 export function resolveAudit(events: readonly AuditEvent[]): AuditRow[] {
   const rows: AuditRow[] = [];
   replay(events, (e, before) => {
+    if (e.type === "trust") {
+      rows.push({ time: e.time, event: e.verb, who: "-", device: "-", detail: `${trustDetail(e)} (admin from ${e.from})` });
+      return;
+    }
+    if (e.type === "connection" && e.serial !== undefined) {
+      rows.push(certificateRow(e));
+      return;
+    }
     if (e.type === "change") {
       rows.push({ time: e.time, event: e.verb, who: e.name, device: e.verb === "add-device" ? e.name : "-", detail: `${changeDetail(e)} (admin from ${e.from})` });
       return;

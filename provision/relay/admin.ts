@@ -15,10 +15,14 @@ import {
   type AddClientAnswer,
   type AddDeviceAnswer,
   type AuditEvent,
+  type CaAnswer,
+  type CertificateListing,
   type Grant,
   type JsonVerb,
   type Listing,
   type RemoveAnswer,
+  type SetKrlAnswer,
+  type SetUserCaAnswer,
 } from "./protocol.ts";
 
 /**
@@ -105,8 +109,39 @@ export class RelayAdmin {
     return parsed.data as z.infer<(typeof ANSWERS)[V]>;
   }
 
-  list(): Promise<Listing[]> {
-    return this.call("list", []);
+  /** The registry's devices and clients. */
+  async list(): Promise<Listing[]> {
+    return (await this.listWithCertificates()).registry;
+  }
+
+  /** The registry's devices and clients, and the certificates with live logins on `jump`. */
+  async listWithCertificates(): Promise<{ registry: Listing[]; certificates: CertificateListing[] }> {
+    const rows = await this.call("list", []);
+    return {
+      registry: rows.filter((r): r is Listing => r.kind !== "certificate"),
+      certificates: rows.filter((r): r is CertificateListing => r.kind === "certificate"),
+    };
+  }
+
+  /**
+   * The user CA keys `jump` trusts from now on (public key lines; [] trusts none). Live
+   * certificate logins signed by a CA that is no longer trusted end.
+   */
+  setUserCa(keys: readonly PublicKey[]): Promise<SetUserCaAnswer> {
+    return this.call("set-user-ca", [], keys.map((k) => `${keyLine(k)}\n`).join(""));
+  }
+
+  /**
+   * The revocation list (the bytes of `ssh-keygen -k`'s KRL file), for every account. Live
+   * logins with a certificate it revokes end.
+   */
+  setKrl(krl: Uint8Array): Promise<SetKrlAnswer> {
+    return this.call("set-krl", [], `${Buffer.from(krl).toString("base64")}\n`);
+  }
+
+  /** What the relay trusts now: the user CA keys' fingerprints and the KRL set (null: none). */
+  ca(): Promise<CaAnswer> {
+    return this.call("ca", []);
   }
 
   addDevice(name: string, key: PublicKey, o: { replace?: boolean } = {}): Promise<AddDeviceAnswer> {
