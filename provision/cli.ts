@@ -7,7 +7,7 @@ import { enrollDevice, renderPlan } from "./commands/enroll.ts";
 import { ExitError, EXIT } from "./errors.ts";
 import { auditRelay, renderAudit } from "./commands/audit.ts";
 import { addClient, removeClient } from "./commands/clients.ts";
-import { renderList, statusExitCode, statusRelay, summaryLine } from "./commands/status.ts";
+import { certificateLines, renderList, statusExitCode, statusRelay, summaryLine } from "./commands/status.ts";
 import { revokeDevice } from "./commands/revoke.ts";
 import { rotateKey } from "./commands/rotate.ts";
 import { InputError } from "../lib/input.ts";
@@ -102,8 +102,9 @@ export function program(): Command {
       .description("every device and client: state (online, offline, revoked), port, connected since, last seen, fingerprint; exit 0 only when every device is online (7 otherwise)"),
   ).action(async (o: Opts) => {
     const s = await statusRelay(fleet(o));
-    process.stdout.write(o.json ? `${JSON.stringify(s.entries, null, 2)}\n` : renderList(s.entries));
+    process.stdout.write(o.json ? `${JSON.stringify(s.entries, null, 2)}\n` : renderList(s.entries, s.certificates));
     if (!o.json) err(summaryLine(s));
+    for (const line of certificateLines(s)) err(line);
     const code = statusExitCode(s);
     if (code !== 0) throw new Quiet(code);
   });

@@ -15,6 +15,9 @@ export const whoami = (): Script => sh`id -un; id -u; uname -m`;
 
 export const hasCommand = (command: string): Script => sh`command -v ${command}`;
 
+/** The device's clock: seconds since the epoch (issue 15: certificates are checked against it). */
+export const epochSeconds = (): Script => sh`date +%s`;
+
 /** Succeeds only when sudo would not ask for a password. */
 export const sudoWithoutPassword = (): Script => sh`sudo -n true`;
 

@@ -6,12 +6,14 @@ import { AGENT_CONF_DIR, agentPath } from "../../lib/contract/agent.ts";
 import { authorizedKeys, parsePublicKey, type PublicKey } from "../../lib/keys.ts";
 import type { Script } from "../../lib/shell.ts";
 import { ExitError, EXIT } from "../errors.ts";
+import { parseEpochSeconds, type ClockReading } from "./certs.ts";
 import {
   asRoot,
   authorizeKey,
   changeSshdConfig,
   deauthorizeKey,
   ensureDeviceKey,
+  epochSeconds,
   hasCommand,
   hasSshd,
   inSh,
@@ -26,6 +28,9 @@ import {
   writeFileFromStdin,
 } from "./commands.ts";
 import { ownedFiles, parseSshdT, planDropInRemoval, SSHD_CONFIG, SSHD_DROP_IN, SSHD_INCLUDE_MARKER, TUNNEL_SOURCES, tunnelConnectionSpec, type FileState, type SshdChange, type SshdState } from "./sshd.ts";
+
+/** The host key a host certificate is made for (the drop-in's HostCertificate names its certificate). */
+export const ED25519_HOST_KEY = "/etc/ssh/ssh_host_ed25519_key.pub";
 
 /** sshd -t's complaint: its last line but the "terminating, N bad configuration options" summary (stderr lines end in \r\n). */
 export function sshdComplaint(output: string): string | undefined {
@@ -194,6 +199,28 @@ export class Device {
     if (!change.writes.length) return { changed: [], warnings: change.warnings };
     const how = await this.changeSshd(change);
     return { changed: change.writes.map((w) => w.path), warnings: change.warnings, how };
+  }
+
+  /** One reading of the device's clock against this machine's (see certs.ts clockOffset). */
+  async clock(): Promise<ClockReading> {
+    const sentMs = Date.now();
+    const out = (await this.run(epochSeconds())).stdout;
+    const receivedMs = Date.now();
+    const deviceSeconds = parseEpochSeconds(out);
+    if (deviceSeconds === undefined) throw new ExitError(EXIT.device, `on the device ${this.name}, \`date +%s\` printed ${JSON.stringify(out.trim().slice(0, 40))}, not a time`);
+    return { sentMs, deviceSeconds, receivedMs };
+  }
+
+  /** The public half of the device's ed25519 host key (what its host certificate certifies), when it has one. */
+  async ed25519HostKey(): Promise<PublicKey | undefined> {
+    const f = await this.readExact(ED25519_HOST_KEY);
+    if (f.text === undefined) return undefined;
+    try {
+      const key = parsePublicKey(f.text.trim(), `${ED25519_HOST_KEY} on the device`);
+      return key.type === "ssh-ed25519" ? key : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   /** Takes a key out of the login account's authorized_keys (atomically). */
