@@ -1,6 +1,7 @@
 // The operator's CLI: `npm run enroll-device -- raspi --host 192.168.1.23 --user pi`,
-// `npm run status`, `npm run add-client`, `revoke-device`, `remove-client`, `rotate-key`, `audit`. The parser only declares; commands are the exported functions of their
-// modules; this file is the one place that exits.
+// `npm run status`, `npm run add-client`, `revoke-device`, `remove-client`, `rotate-key`, `audit`,
+// and the fleet certificates' `ca`, `grant`, `login`, `revoke-cert`. The parser only declares;
+// commands are the exported functions of their modules; this file is the one place that exits.
 import { pathToFileURL } from "node:url";
 import { Command, CommanderError, Option } from "commander";
 import { enrollDevice, renderPlan } from "./commands/enroll.ts";
@@ -11,11 +12,21 @@ import { certificateLines, renderList, statusExitCode, statusRelay, summaryLine 
 import { revokeDevice } from "./commands/revoke.ts";
 import { rotateKey } from "./commands/rotate.ts";
 import { InputError } from "../lib/input.ts";
+import { USER_CERT_LIFETIME } from "../lib/contract/ca.ts";
+import { PASSPHRASE_FILE_ENV } from "./ca/askpass.ts";
+import { caInit, caInspect, caLoad, caPush, caShow, renderCaInspect, renderCaShow } from "./commands/ca.ts";
+import { grant, login, type CertResult } from "./commands/grant.ts";
+import { relayNotUpdated, revokeCert } from "./commands/revokeCert.ts";
 
 const err = (line: string) => process.stderr.write(`${line}\n`);
 
 type Opts = Record<string, string | boolean | undefined>;
 const fleet = (o: Opts) => ({ relayFile: o.relay as string | undefined, identity: o.identity as string | undefined, sshDir: o.sshDir as string | undefined, log: err });
+
+const printJson = (value: unknown) => process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+
+/** The human summary of a certificate just issued (grant, login). */
+const certLine = (r: CertResult) => `${r.keyId}: ${r.devices.join(", ")} until ${r.validBefore} (${r.lifetime}; valid from ${r.validAfter}) → ${r.certificateFile}`;
 
 /** A non-zero exit that was already explained on stdout/stderr (status: not every device online). */
 class Quiet extends Error {
@@ -178,6 +189,95 @@ export function program(): Command {
     if (since !== undefined && !/^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2})?Z?)?$/.test(since)) throw new ExitError(EXIT.usage, `--since must be an ISO date or time like 2026-05-01T10:00:00Z (got ${JSON.stringify(since)})`);
     const rows = await auditRelay({ ...fleet(o), since, name: o.name as string | undefined });
     process.stdout.write(o.json ? `${JSON.stringify(rows, null, 2)}\n` : renderAudit(rows));
+  });
+  const ca = p.command("ca").description("the fleet's certificate authority on this machine: init, show, load, inspect, push (provision/ca/README.md)");
+  const caCommon = (cmd: Command) => cmd.option("--ssh-dir <dir>", "the CA lives in DIR/rtunnel-ca (default: ~/.ssh)").option("--json", "machine-readable result on stdout (progress stays on stderr)");
+  caCommon(
+    ca
+      .command("init")
+      .description(`make the user CA and the host CA (ed25519), encrypted with a passphrase, in SSH_DIR/rtunnel-ca, with an empty revocation list; prints their fingerprints and the ssh-add line. Run again, it changes nothing and says so`)
+      .option("--passphrase-file <file>", `the CA passphrase is this file's first line (mode 0600; or set ${PASSPHRASE_FILE_ENV}); else asked on the terminal; never an argument`)
+      .option("--rsa", "RSA CAs (4096 bits) instead of ed25519, for sshd older than 6.5; every signature is rsa-sha2-512"),
+  ).action(async (o: Opts) => {
+    const r = await caInit({ sshDir: o.sshDir as string | undefined, passphraseFile: o.passphraseFile as string | undefined, rsa: Boolean(o.rsa), log: err });
+    if (o.json) printJson(r);
+    else {
+      err(r.created ? `made the fleet CA in ${r.dir} (${r.algorithm})` : `the fleet CA in ${r.dir} exists already: nothing changed`);
+      process.stdout.write(`user CA ${r.userCa.fingerprint}\nhost CA ${r.hostCa.fingerprint}\nload them into ssh-agent: ${r.sshAdd}\n`);
+    }
+  });
+  caCommon(ca.command("show").description("the CA's fingerprints, whether ssh-agent holds them, its KRL version, how many certificates it issued")).action(async (o: Opts) => {
+    const r = await caShow({ sshDir: o.sshDir as string | undefined });
+    process.stdout.write(o.json ? `${JSON.stringify(r, null, 2)}\n` : renderCaShow(r));
+  });
+  caCommon(
+    ca
+      .command("load")
+      .description("load both CAs into ssh-agent (SSH_AUTH_SOCK) without a terminal: ssh-add with the passphrase from a file; the same as the ssh-add line init prints")
+      .option("--passphrase-file <file>", `the CA passphrase is this file's first line (or set ${PASSPHRASE_FILE_ENV}); else asked on the terminal`)
+      .option("--for <lifetime>", "the agent forgets the CAs after this long (ssh-add -t), like 8h"),
+  ).action(async (o: Opts) => {
+    const r = await caLoad({ sshDir: o.sshDir as string | undefined, passphraseFile: o.passphraseFile as string | undefined, lifetime: o.for as string | undefined });
+    if (o.json) printJson(r);
+    else err(`ssh-agent holds the user CA and the host CA${r.lifetime ? ` for ${r.lifetime}` : ""}`);
+  });
+  caCommon(ca.command("inspect").description("what a certificate says (ssh-keygen -L): key id, serial, principals, validity now, and whether this CA signed and revoked it").argument("<file>", "a certificate (NAME-cert.pub)")).action(
+    async (file: string, o: Opts) => {
+      const r = await caInspect({ sshDir: o.sshDir as string | undefined, file });
+      process.stdout.write(o.json ? `${JSON.stringify(r, null, 2)}\n` : renderCaInspect(r));
+    },
+  );
+  common(ca.command("push").description("send the user CA key and the current KRL to the relay (set-user-ca, set-krl), and the KRL to every device enrolled from here that does not have it")).action(async (o: Opts) => {
+    const r = await caPush(fleet(o));
+    if (o.json) printJson(r);
+    else err(`KRL version ${r.krlVersion}: relay ${r.relay.pushed ? "updated" : `NOT updated (${r.relay.why})`}; devices updated: ${r.devices.done.join(", ") || "none"}${r.devices.behind.length ? `; behind: ${r.devices.behind.map((b) => b.name).join(", ")}` : ""}`);
+    if (!r.relay.pushed) throw new Quiet(EXIT.relay);
+  });
+
+  common(
+    p
+      .command("grant")
+      .description("a short-lived certificate for another laptop's key, signed by the user CA in ssh-agent: it may reach these devices through the relay until it expires. Written as FILE-cert.pub beside the key, or with --out into DIR with that laptop's ssh files")
+      .argument("<name>", "who it is for (a-z, 0-9, -): its key id is rtunnel:NAME:SERIAL")
+      .requiredOption("--key <file>", "the laptop's public key (its id_ed25519.pub)")
+      .option("--devices <names>", "comma-separated devices (enrolled from this laptop) it may reach")
+      .option("--all", "every device enrolled from this laptop now (a certificate never covers later ones)")
+      .addOption(new Option("--for <lifetime>", "how long it is valid: 5m to 90d, like 30m, 8h, 7d (it starts 5 minutes back, for clocks behind)").default(USER_CERT_LIFETIME.grantDefault))
+      .option("--out <dir>", "write DIR/id_ed25519-cert.pub and that laptop's config, config.d/rtunnel, known_hosts.rtunnel (as add-client --out does)")
+      .option("--windows", "with --out: that laptop runs Windows' OpenSSH (its relay hop without ControlMaster)"),
+  ).action(async (name: string, o: Opts) => {
+    if (Boolean(o.all) === Boolean(o.devices)) throw new ExitError(EXIT.usage, "give either --devices a,b or --all");
+    const r = await grant({ ...fleet(o), name, key: o.key as string, devices: o.all ? "all" : String(o.devices).split(","), lifetime: o.for as string, out: o.out as string | undefined, windows: Boolean(o.windows) });
+    if (o.json) printJson(r);
+    else err(`granted ${certLine(r)}${r.written.length > 1 ? `; copy ${r.written.join(", ")} into ${name}'s ~/.ssh` : ""}`);
+  });
+
+  common(
+    p
+      .command("login")
+      .description("a short-lived certificate for this laptop's own key (--identity), for every device enrolled from here, written beside it as IDENTITY-cert.pub (ssh offers it by itself)")
+      .addOption(new Option("--for <lifetime>", "how long it is valid: 5m to 90d (it starts 5 minutes back)").default(USER_CERT_LIFETIME.loginDefault))
+      .option("--devices <names>", "only these devices (default: every device enrolled from here)")
+      .option("--name <name>", "the name in its key id (default: laptop-HOSTNAME, as enrollment names this laptop)"),
+  ).action(async (o: Opts) => {
+    const r = await login({ ...fleet(o), name: o.name as string | undefined, lifetime: o.for as string, devices: o.devices ? String(o.devices).split(",") : undefined });
+    if (o.json) printJson(r);
+    else err(`logged in: ${certLine(r)}`);
+  });
+
+  common(
+    p
+      .command("revoke-cert")
+      .description("revoke certificates: NAME (every unexpired one issued to it) or SERIAL goes into revoked.json and the KRL, which is then sent to the relay (set-krl: it refuses them and ends their live sessions) and to the devices enrolled from here; devices it can't reach are listed and get it with --push later")
+      .argument("[target]", "a name the certificates were granted to, or a serial (issued.jsonl, ssh-keygen -L)")
+      .option("--push", "send the current KRL to the relay and the devices (alone: only that)")
+      .option("--no-push", "only record and render the KRL here"),
+  ).action(async (target: string | undefined, o: Opts) => {
+    const r = await revokeCert({ ...fleet(o), target, push: o.push !== false });
+    if (o.json) printJson(r);
+    else if (r.relay) err(`KRL version ${r.krl.version}: relay ${r.relay.pushed ? "updated" : "NOT updated"}; devices updated: ${r.devices?.done.join(", ") || "none"}${r.devices?.behind.length ? `; behind (next --push): ${r.devices.behind.map((b) => b.name).join(", ")}` : ""}`);
+    const notUpdated = relayNotUpdated(r);
+    if (notUpdated) throw notUpdated;
   });
   return p;
 }
