@@ -9,6 +9,7 @@ import { ExitError, EXIT } from "./errors.ts";
 import { auditRelay, renderAudit } from "./commands/audit.ts";
 import { addClient, removeClient } from "./commands/clients.ts";
 import { certificateLines, renderList, statusExitCode, statusRelay, summaryLine } from "./commands/status.ts";
+import { installKrl } from "./commands/certs.ts";
 import { revokeDevice } from "./commands/revoke.ts";
 import { rotateKey } from "./commands/rotate.ts";
 import { InputError } from "../lib/input.ts";
@@ -273,7 +274,7 @@ export function program(): Command {
       .option("--push", "send the current KRL to the relay and the devices (alone: only that)")
       .option("--no-push", "only record and render the KRL here"),
   ).action(async (target: string | undefined, o: Opts) => {
-    const r = await revokeCert({ ...fleet(o), target, push: o.push !== false });
+    const r = await revokeCert({ ...fleet(o), target, push: o.push !== false, installKrl });
     if (o.json) printJson(r);
     else if (r.relay) err(`KRL version ${r.krl.version}: relay ${r.relay.pushed ? "updated" : "NOT updated"}; devices updated: ${r.devices?.done.join(", ") || "none"}${r.devices?.behind.length ? `; behind (next --push): ${r.devices.behind.map((b) => b.name).join(", ")}` : ""}`);
     const notUpdated = relayNotUpdated(r);
