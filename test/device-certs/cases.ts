@@ -381,7 +381,7 @@ export function deviceCertsTests(suite: "trixie" | "bookworm"): void {
     t.is(ok.stdout.trim(), "raspi", ok.stderr);
   });
 
-  test.serial(`[docker] ${suite}: raspi's clock an hour behind (libfaketime in its sshd only): enrollment says so in one line, a certificate issued now is refused there as not yet valid, and status explains it; with the clock right again it logs in`, async (t) => {
+  test.serial(`[docker] ${suite}: raspi's clock an hour behind (libfaketime in its sshd only): enrollment says so in one line, a certificate issued now is refused there as not yet valid, and status explains it; two hours ahead, an hour's certificate is over there; with the clock right again it logs in`, async (t) => {
     const real = Math.floor(Date.now() / 1000);
     await onDevice("echo -1h > /etc/rtunnel-faketime");
     t.teardown(() => onDevice("rm -f /etc/rtunnel-faketime").then(() => undefined));
@@ -404,6 +404,15 @@ export function deviceCertsTests(suite: "trixie" | "bookworm"): void {
     t.regex(await logSince(from), /Certificate invalid: not yet valid/);
     const status = await cli(["status"]);
     t.regex(status.stderr, /^warning: raspi: the device's clock is \d+ s behind: certificates issued now are not yet valid there; fix its clock \(timedatectl \/ NTP\) \(measured \S+\); a certificate login refused there is refused for that$/m);
+
+    // Two hours ahead: the same one-line warning, the other way; an hour's certificate is over there.
+    await onDevice("echo +2h > /etc/rtunnel-faketime");
+    const ahead = await enroll();
+    t.is(ahead.code, 0, ahead.stderr);
+    t.regex(ahead.stderr, /^warning: the device's clock is \d+ s ahead: certificates expire \d+ s early there \(one shorter than that is never valid\); fix its clock \(timedatectl \/ NTP\)$/m);
+    const aFrom = (await deviceLog()).length;
+    t.not((await sshRaspi()).code, 0);
+    t.regex(await logSince(aFrom), /Certificate invalid: expired/);
 
     await onDevice("rm -f /etc/rtunnel-faketime");
     const fixed = await enroll();
