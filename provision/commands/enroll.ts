@@ -446,8 +446,10 @@ export async function applyEnrollment({ plan, session: s }: PlannedEnrollment): 
   if (s.certs && installed) {
     // What the device now has, in devices.json (status reads it; revoke-cert pushes from it).
     const before = s.certs.fleet.records[plan.name];
-    const clockChanged = Boolean(before?.clock && clockProblemOf(before.clock)) !== Boolean(s.certs.clockProblem);
-    if (before?.krlVersion !== s.certs.fleet.krl.version || before?.hostCert?.serial !== installed.hostCert?.serial || !before?.clock || clockChanged) {
+    // Its clock is recorded again when its verdict changes (right, behind, ahead), not for every jitter of a second.
+    const verdict = (c: { offsetSeconds: number; uncertaintySeconds: number }) => (clockProblemOf(c) ? (c.offsetSeconds < 0 ? "behind" : "ahead") : "right");
+    const clockChanged = !before?.clock || verdict(before.clock) !== verdict(s.certs.clock);
+    if (before?.krlVersion !== s.certs.fleet.krl.version || before?.hostCert?.serial !== installed.hostCert?.serial || clockChanged) {
       await recordDevice(s.certs.fleet.ca, plan.name, { krl: s.certs.fleet.krl, hostCert: installed.hostCert, clock: s.certs.clock });
     }
     certificates = { ...enrollCertificates(s.certs), ...(installed.signed ? { hostCert: "signed" as const } : {}), ...(installed.hostCert ? { serial: installed.hostCert.serial, validBefore: installed.hostCert.validBefore } : {}) };
