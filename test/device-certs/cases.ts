@@ -210,6 +210,7 @@ export function deviceCertsTests(suite: "trixie" | "bookworm"): void {
   });
 
   test.serial(`[docker] ${suite}: enrollment with the CA signs raspi's host key (rtunnel-raspi, 90 days), puts the certificate files and the four directives in place, reports the clock; the laptop trusts the host CA for rtunnel-raspi, with no pin, and the real ssh checks the certificate`, async (t) => {
+    t.regex((await onDevice("ssh -V 2>&1")).stdout, suite === "trixie" ? /^OpenSSH_10\./ : /^OpenSSH_9\.2/);
     const r = await enroll(["--json"]);
     t.is(r.code, 0, r.stderr);
     // The laptop of the certificate tests: a relay client for raspi, its key in no authorized_keys.
