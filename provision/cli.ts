@@ -192,7 +192,7 @@ export function program(): Command {
     process.stdout.write(o.json ? `${JSON.stringify(rows, null, 2)}\n` : renderAudit(rows));
   });
   const ca = p.command("ca").description("the fleet's certificate authority on this machine: init, show, load, inspect, push (provision/ca/README.md)");
-  const caCommon = (cmd: Command) => cmd.option("--ssh-dir <dir>", "the CA lives in DIR/rtunnel-ca (default: ~/.ssh)").option("--json", "machine-readable result on stdout (progress stays on stderr)");
+  const caCommon = (cmd: Command) => cmd.option("--ssh-dir <dir>", "the CA lives in DIR/rtunnel-ca, the laptop side in DIR (default: ~/.ssh)").option("--json", "machine-readable result on stdout (progress stays on stderr)");
   caCommon(
     ca
       .command("init")
@@ -214,8 +214,8 @@ export function program(): Command {
   caCommon(
     ca
       .command("load")
-      .description("load both CAs into ssh-agent (SSH_AUTH_SOCK) without a terminal: ssh-add with the passphrase from a file; the same as the ssh-add line init prints")
-      .option("--passphrase-file <file>", `the CA passphrase is this file's first line (or set ${PASSPHRASE_FILE_ENV}); else asked on the terminal`)
+      .description("load both CAs into ssh-agent (SSH_AUTH_SOCK), as the ssh-add line init prints does, but with the passphrase from a file when one is given: no terminal needed")
+      .option("--passphrase-file <file>", `the CA passphrase is this file's first line (mode 0600; or set ${PASSPHRASE_FILE_ENV}); else asked on the terminal`)
       .option("--for <lifetime>", "the agent forgets the CAs after this long (ssh-add -t), like 8h"),
   ).action(async (o: Opts) => {
     const r = await caLoad({ sshDir: o.sshDir as string | undefined, passphraseFile: o.passphraseFile as string | undefined, lifetime: o.for as string | undefined });
@@ -235,7 +235,7 @@ export function program(): Command {
     if (!r.relay.pushed) throw new Quiet(EXIT.relay);
   });
 
-  common(
+  caCommon(
     p
       .command("grant")
       .description("a short-lived certificate for another laptop's key, signed by the user CA in ssh-agent: it may reach these devices through the relay until it expires. Written as FILE-cert.pub beside the key, or with --out into DIR with that laptop's ssh files")
@@ -245,7 +245,8 @@ export function program(): Command {
       .option("--all", "every device enrolled from this laptop now (a certificate never covers later ones)")
       .addOption(new Option("--for <lifetime>", "how long it is valid: 5m to 90d, like 30m, 8h, 7d (it starts 5 minutes back, for clocks behind)").default(USER_CERT_LIFETIME.grantDefault))
       .option("--out <dir>", "write DIR/id_ed25519-cert.pub and that laptop's config, config.d/rtunnel, known_hosts.rtunnel (as add-client --out does)")
-      .option("--windows", "with --out: that laptop runs Windows' OpenSSH (its relay hop without ControlMaster)"),
+      .option("--windows", "with --out: that laptop runs Windows' OpenSSH (its relay hop without ControlMaster)")
+      .option("--relay <file>", "with --out: relay facts JSON {host, port, hostKey} (default: `pulumi stack output --json`)"),
   ).action(async (name: string, o: Opts) => {
     if (Boolean(o.all) === Boolean(o.devices)) throw new ExitError(EXIT.usage, "give either --devices a,b or --all");
     const r = await grant({ ...fleet(o), name, key: o.key as string, devices: o.all ? "all" : String(o.devices).split(","), lifetime: o.for as string, out: o.out as string | undefined, windows: Boolean(o.windows) });
@@ -253,13 +254,14 @@ export function program(): Command {
     else err(`granted ${certLine(r)}${r.written.length > 1 ? `; copy ${r.written.join(", ")} into ${name}'s ~/.ssh` : ""}`);
   });
 
-  common(
+  caCommon(
     p
       .command("login")
       .description("a short-lived certificate for this laptop's own key (--identity), for every device enrolled from here, written beside it as IDENTITY-cert.pub (ssh offers it by itself)")
       .addOption(new Option("--for <lifetime>", "how long it is valid: 5m to 90d (it starts 5 minutes back)").default(USER_CERT_LIFETIME.loginDefault))
       .option("--devices <names>", "only these devices (default: every device enrolled from here)")
-      .option("--name <name>", "the name in its key id (default: laptop-HOSTNAME, as enrollment names this laptop)"),
+      .option("--name <name>", "the name in its key id (default: laptop-HOSTNAME, as enrollment names this laptop)")
+      .option("--identity <file>", "the private key whose .pub is certified (default: SSH_DIR/id_ed25519)"),
   ).action(async (o: Opts) => {
     const r = await login({ ...fleet(o), name: o.name as string | undefined, lifetime: o.for as string, devices: o.devices ? String(o.devices).split(",") : undefined });
     if (o.json) printJson(r);
@@ -274,6 +276,7 @@ export function program(): Command {
       .option("--push", "send the current KRL to the relay and the devices (alone: only that)")
       .option("--no-push", "only record and render the KRL here"),
   ).action(async (target: string | undefined, o: Opts) => {
+    if (target === undefined && o.push !== true) throw new ExitError(EXIT.usage, "give a name or serial to revoke, or --push to send the current KRL");
     const r = await revokeCert({ ...fleet(o), target, push: o.push !== false, installKrl });
     if (o.json) printJson(r);
     else if (r.relay) err(`KRL version ${r.krl.version}: relay ${r.relay.pushed ? "updated" : "NOT updated"}; devices updated: ${r.devices?.done.join(", ") || "none"}${r.devices?.behind.length ? `; behind (next --push): ${r.devices.behind.map((b) => b.name).join(", ")}` : ""}`);

@@ -310,3 +310,15 @@ test("a passphrase file others may read is refused, and the passphrase never rea
     t.is((await run(env.SSH_ASKPASS!, [], { env })).stdout, `${PASSPHRASE}\n`);
   });
 });
+
+test("signing needs only ssh-agent and the CA's public half: with the private halves moved away, certificates are still signed", async (t) => {
+  const { ca, sock } = await loadedCa(t);
+  const away = await tempDir(t, "away");
+  for (const f of [ca.paths.userCa, ca.paths.hostCa]) await run("mv", [f, path.join(away, path.basename(f))]);
+  const k = await keyPair(t);
+  const user = await signUserCert({ ca, key: k.pub, name: "alice", devices: ["pi1"], lifetimeSeconds: 3600, agentSock: sock });
+  const host = await signHostKey({ ca, device: "raspi", hostKey: k.pub, agentSock: sock });
+  t.is(user.info.caFingerprint, ca.userCa.fingerprint);
+  t.is(host.info.caFingerprint, ca.hostCa.fingerprint);
+  t.false(existsSync(ca.paths.userCa) || existsSync(ca.paths.hostCa));
+});

@@ -44,10 +44,11 @@ export async function readPassphraseFile(file: string, o: { minLength?: number }
 export function promptHidden(question: string): Promise<string> {
   const stdin = process.stdin;
   if (!stdin.isTTY) return Promise.reject(new InputError("no terminal to ask for the CA passphrase on"));
-  process.stderr.write(question);
+  // No echo before the question shows: what is typed after it is never printed.
   stdin.setRawMode(true);
-  stdin.resume();
   stdin.setEncoding("utf8");
+  process.stderr.write(question);
+  stdin.resume();
   return new Promise((resolve, reject) => {
     let buf = "";
     const done = () => {

@@ -20,7 +20,7 @@ export function generateArgv(o: { file: string; algorithm: CaAlgorithm; comment:
   return ["-q", "-t", o.algorithm, ...(o.algorithm === "rsa" ? ["-b", String(RSA_CA_BITS)] : []), "-C", o.comment, "-f", o.file];
 }
 
-/** `YYYYMMDDHHMMSSZ`: an absolute UTC time as `ssh-keygen -V` reads it (OpenSSH 8.9+ reads the Z). */
+/** `YYYYMMDDHHMMSSZ`: an absolute UTC time as `ssh-keygen -V` reads it (the Z: OpenSSH 8.7+). */
 export function sshTime(d: Date): string {
   if (Number.isNaN(d.getTime())) throw new InputError(`not a time: ${show(d)}`);
   const iso = d.toISOString(); // 2026-12-08T10:00:00.000Z

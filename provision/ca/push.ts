@@ -8,7 +8,7 @@ import type { PublicKey } from "../../lib/keys.ts";
 import type { Fleet, TunnelDevice } from "../commands/fleet.ts";
 import { onDevices, withRelay } from "../commands/fleet.ts";
 import type { DeviceHost, LaptopModel } from "../laptop/model.ts";
-import type { RelayAdmin } from "../relay/admin.ts";
+import { RelayAdmin } from "../relay/admin.ts";
 import type { Ca } from "./ca.ts";
 import { updateDeviceRecord } from "./records.ts";
 import type { Krl } from "./revocation.ts";
@@ -22,13 +22,15 @@ export interface RelayCaVerbs {
 }
 
 /**
- * The relay client's CA verbs, or undefined when this checkout's RelayAdmin does not have them.
- * TODO(issue 15 part B): once RelayAdmin has setUserCa/setKrl, call them directly and drop
- * this check (a signature that differs from RelayCaVerbs then fails the typecheck here).
+ * Whether this checkout's RelayAdmin has the CA verbs (checked on the class, before any
+ * connection is opened).
+ * TODO(issue 15 part B): once RelayAdmin has setUserCa/setKrl, call them directly in
+ * pushToRelay and drop this check (a signature that differs from RelayCaVerbs then fails the
+ * typecheck there).
  */
-export function relayCaVerbs(relay: RelayAdmin): RelayCaVerbs | undefined {
-  const r = relay as unknown as Partial<RelayCaVerbs>;
-  return typeof r.setKrl === "function" && typeof r.setUserCa === "function" ? (relay as unknown as RelayCaVerbs) : undefined;
+export function relayHasCaVerbs(): boolean {
+  const proto = RelayAdmin.prototype as unknown as Partial<RelayCaVerbs>;
+  return typeof proto.setKrl === "function" && typeof proto.setUserCa === "function";
 }
 
 export type RelayPush = { pushed: true } | { pushed: false; why: string };
@@ -37,9 +39,9 @@ const NO_RELAY_VERBS = "this checkout's relay client has no set-user-ca/set-krl 
 
 /** The user CA key and/or the KRL to the relay, over the admin connection. */
 export async function pushToRelay(f: Fleet, what: { ca?: Ca; krl?: Krl }): Promise<RelayPush> {
+  if (!relayHasCaVerbs()) return { pushed: false, why: NO_RELAY_VERBS };
   return withRelay(f, async (relay) => {
-    const verbs = relayCaVerbs(relay);
-    if (!verbs) return { pushed: false, why: NO_RELAY_VERBS };
+    const verbs = relay as unknown as RelayCaVerbs;
     if (what.ca) await verbs.setUserCa([what.ca.userCa]);
     if (what.krl) await verbs.setKrl(what.krl.bytes);
     return { pushed: true };

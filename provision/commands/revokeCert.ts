@@ -50,12 +50,14 @@ export async function revokeCert(o: RevokeCertOptions): Promise<RevokeCertResult
   const out: RevokeCertResult = { ...(target ? { target } : {}), revoked, krl: { version: krl.version, sha256: krl.sha256, file: krl.file, revoked: krl.revoked } };
   if (!push) return out;
 
-  const notPushed = (why: string) => new ExitError(EXIT.relay, `${o.target !== undefined ? `revoked here (KRL version ${krl.version}), but ` : ""}the relay does not have KRL version ${krl.version}: ${why}; run \`npm run revoke-cert -- --push\` when it can be reached`);
+  const notPushed = (why: string, code: number = EXIT.relay) =>
+    new ExitError(code, `${o.target !== undefined ? `revoked here (KRL version ${krl.version}), but ` : ""}the relay does not have KRL version ${krl.version}: ${why}; run \`npm run revoke-cert -- --push\` when it can be reached`);
   let f;
   try {
     f = await openFleet({ ...o, log });
   } catch (e) {
-    throw e instanceof ExitError ? notPushed(e.message) : e;
+    // No relay facts (a usage problem): its own exit code.
+    throw e instanceof ExitError ? notPushed(e.message, e.code) : e;
   }
   const { model } = await readLaptopSide(f);
   log(`relay: KRL version ${krl.version} (${krl.revoked} revoked)`);
