@@ -229,7 +229,7 @@ export function program(): Command {
     },
   );
   common(ca.command("push").description("send the user CA key and the current KRL to the relay (set-user-ca, set-krl), and the KRL to every device enrolled from here that does not have it")).action(async (o: Opts) => {
-    const r = await caPush(fleet(o));
+    const r = await caPush({ ...fleet(o), installKrl });
     if (o.json) printJson(r);
     else err(`KRL version ${r.krlVersion}: relay ${r.relay.pushed ? "updated" : `NOT updated (${r.relay.why})`}; devices updated: ${r.devices.done.join(", ") || "none"}${r.devices.behind.length ? `; behind: ${r.devices.behind.map((b) => b.name).join(", ")}` : ""}`);
     if (!r.relay.pushed) throw new Quiet(EXIT.relay);
