@@ -28,7 +28,8 @@ import { NodeSSH } from "node-ssh";
 import { caPaths, DEVICE_CA_PATHS, HOST_CERT_LIFETIME, BACKDATE_SECONDS, type DeviceCaRecords } from "../../lib/contract/ca.ts";
 import { keyLine, parsePublicKey, type PublicKey } from "../../lib/keys.ts";
 import { sh } from "../../lib/shell.ts";
-import { requireCa, signUserCert, type Ca } from "../../provision/ca/ca.ts";
+import { inspectCertificate, requireCa, signUserCert, type Ca } from "../../provision/ca/ca.ts";
+import { updateDeviceRecord } from "../../provision/ca/records.ts";
 import { currentKrl } from "../../provision/ca/revocation.ts";
 import { Device } from "../../provision/device/device.ts";
 import { dropInSections, planDropIn, SSHD_DROP_IN, tunnelConnectionSpec } from "../../provision/device/sshd.ts";
@@ -429,6 +430,39 @@ export function deviceCertsTests(suite: "trixie" | "bookworm"): void {
     t.notRegex((await cli(["status"])).stderr, /clock/);
     const ok = await sshRaspi("hostname");
     t.is(ok.stdout.trim(), "raspi", ok.stderr);
+  });
+
+  test.serial(`[docker] ${suite}: a host certificate with under 14 days left: status warns; enrolling again renews it for 90 days, and laptops trust the new one as they are`, async (t) => {
+    // A certificate of the host CA for raspi's key with 10 days left, in place of its own (as one issued 80 days ago would be).
+    const dir = await mkdtemp(path.join(w.tmp, "short-"));
+    await writeFile(path.join(dir, "key.pub"), (await onDevice("cat /etc/ssh/ssh_host_ed25519_key.pub")).stdout);
+    await run("ssh-keygen", ["-q", "-U", "-s", w.ca.paths.hostCaPub, "-h", "-I", "rtunnel:raspi:7", "-n", "rtunnel-raspi", "-V", "-80d:+10d", "-z", "7", path.join(dir, "key.pub")], { env: agentEnv() });
+    const short = await readFile(path.join(dir, "key-cert.pub"), "utf8");
+    const sockets = await listenerSockets();
+    await w.scope.exec(w.device, ["sh", "-c", `cat > ${DEVICE_CA_PATHS.hostCert} && kill -HUP $(cat /run/sshd.pid)`], { input: short });
+    await waitFor("raspi's sshd to reload with the short certificate", async () => !["", sockets].includes(await listenerSockets()), { tries: 240, intervalMs: 250 });
+    const info = await inspectCertificate({ text: short });
+    await updateDeviceRecord(w.ca.paths, "raspi", { hostCert: { serial: "7", validAfter: info.validAfter!.toISOString(), validBefore: info.validBefore!.toISOString() } });
+    const known = await on(w.laptop, "cat /root/.ssh/known_hosts.rtunnel");
+    t.regex((await on(w.laptop, "ssh -v -o BatchMode=yes raspi true")).stderr, /Server host certificate: \S+ SHA256:\S+, serial 7 /);
+
+    const status = await cli(["status"]);
+    t.regex(status.stderr, /^warning: raspi's host certificate expires in (9|10) days \(.*\): enroll it again to renew$/m);
+    t.regex(status.stdout, /^raspi\s+device\s+\S+\s+\d+\s+(9|10)d \(renew!\)\s/m);
+
+    const r = await enroll(["--json"]);
+    t.is(r.code, 0, r.stderr);
+    const result = JSON.parse(r.stdout) as { certificates: { hostCert: string; reason: string; serial: string } };
+    t.is(result.certificates.hostCert, "signed");
+    t.regex(result.certificates.reason, /^its host certificate has (9|10) days left \(renewed under 30\)$/);
+    const record = (await records()).raspi!;
+    t.is(record.hostCert?.serial, result.certificates.serial);
+    t.is(Date.parse(record.hostCert!.validBefore) - Date.parse(record.hostCert!.validAfter), (HOST_CERT_LIFETIME.seconds + BACKDATE_SECONDS) * 1000);
+    t.notRegex((await cli(["status"])).stderr, /host certificate/);
+    const v = await on(w.laptop, "ssh -v -o BatchMode=yes raspi hostname");
+    t.is(v.stdout.trim(), "raspi", v.stderr);
+    t.regex(v.stderr, new RegExp(`Server host certificate: \\S+ SHA256:\\S+, serial ${result.certificates.serial} `));
+    t.is((await on(w.laptop, "cat /root/.ssh/known_hosts.rtunnel")).stdout, known.stdout, "the laptop's files did not change");
   });
 
   test.serial(`[docker] ${suite}: enrolling again changes nothing: the device's files, its running sshd (not reloaded), the laptop's files and the CA's records`, async (t) => {
