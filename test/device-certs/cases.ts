@@ -14,9 +14,11 @@
 //   garage's not to raspi; one wholly in the past is refused; an agent holding many keys does
 //   not run into MaxAuthTries; a revoked certificate is refused once revoke-cert pushed the KRL
 //   (status lists the device behind until then); a host key changed without a new certificate
-//   is refused by the laptop (and by the operator's own pin); the device's clock an hour behind
-//   is named by enrollment and explains the refusal in status; enrolling again changes nothing;
-//   revoke-device takes every file out.
+//   is refused by the laptop (and by the operator's own pin), and a legitimate re-key enrolled
+//   again is trusted as it is; the device's clock an hour behind (or two ahead) is named by
+//   enrollment and explains the refusal in status; a host certificate with 10 days left makes
+//   status warn and is renewed by enrollment; enrolling again changes nothing; revoke-device
+//   takes every file out.
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { chmod, mkdir, mkdtemp, readFile, readdir, writeFile } from "node:fs/promises";
