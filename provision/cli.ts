@@ -8,7 +8,8 @@ import { enrollDevice, renderPlan } from "./commands/enroll.ts";
 import { ExitError, EXIT } from "./errors.ts";
 import { auditRelay, renderAudit } from "./commands/audit.ts";
 import { addClient, removeClient } from "./commands/clients.ts";
-import { renderList, statusExitCode, statusRelay, summaryLine } from "./commands/status.ts";
+import { certificateLines, renderList, statusExitCode, statusRelay, summaryLine } from "./commands/status.ts";
+import { installKrl } from "./commands/certs.ts";
 import { revokeDevice } from "./commands/revoke.ts";
 import { rotateKey } from "./commands/rotate.ts";
 import { InputError } from "../lib/input.ts";
@@ -113,8 +114,9 @@ export function program(): Command {
       .description("every device and client: state (online, offline, revoked), port, connected since, last seen, fingerprint; exit 0 only when every device is online (7 otherwise)"),
   ).action(async (o: Opts) => {
     const s = await statusRelay(fleet(o));
-    process.stdout.write(o.json ? `${JSON.stringify(s.entries, null, 2)}\n` : renderList(s.entries));
+    process.stdout.write(o.json ? `${JSON.stringify(s.entries, null, 2)}\n` : renderList(s.entries, s.certificates));
     if (!o.json) err(summaryLine(s));
+    for (const line of certificateLines(s)) err(line);
     const code = statusExitCode(s);
     if (code !== 0) throw new Quiet(code);
   });
@@ -227,7 +229,7 @@ export function program(): Command {
     },
   );
   common(ca.command("push").description("send the user CA key and the current KRL to the relay (set-user-ca, set-krl), and the KRL to every device enrolled from here that does not have it")).action(async (o: Opts) => {
-    const r = await caPush(fleet(o));
+    const r = await caPush({ ...fleet(o), installKrl });
     if (o.json) printJson(r);
     else err(`KRL version ${r.krlVersion}: relay ${r.relay.pushed ? "updated" : `NOT updated (${r.relay.why})`}; devices updated: ${r.devices.done.join(", ") || "none"}${r.devices.behind.length ? `; behind: ${r.devices.behind.map((b) => b.name).join(", ")}` : ""}`);
     if (!r.relay.pushed) throw new Quiet(EXIT.relay);
@@ -275,7 +277,7 @@ export function program(): Command {
       .option("--no-push", "only record and render the KRL here"),
   ).action(async (target: string | undefined, o: Opts) => {
     if (target === undefined && o.push !== true) throw new ExitError(EXIT.usage, "give a name or serial to revoke, or --push to send the current KRL");
-    const r = await revokeCert({ ...fleet(o), target, push: o.push !== false });
+    const r = await revokeCert({ ...fleet(o), target, push: o.push !== false, installKrl });
     if (o.json) printJson(r);
     else if (r.relay) err(`KRL version ${r.krl.version}: relay ${r.relay.pushed ? "updated" : "NOT updated"}; devices updated: ${r.devices?.done.join(", ") || "none"}${r.devices?.behind.length ? `; behind (next --push): ${r.devices.behind.map((b) => b.name).join(", ")}` : ""}`);
     const notUpdated = relayNotUpdated(r);

@@ -3,13 +3,18 @@
 // fast-check properties with hostile generators: whatever a name, host, port, user or path
 // contains, it is refused or rendered into lines the parser reads back as exactly the
 // directives we meant; and what one command wrote survives the others.
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
 import test from "ava";
 import fc from "fast-check";
 import SSHConfig, { LineType } from "ssh-config";
 import { InputError } from "../lib/input.ts";
 import { parsePublicKey } from "../lib/keys.ts";
+import { run } from "../lib/proc.ts";
 import { entries, hostPattern, parseKnownHosts, renderKnownHosts, upsertKnownHost } from "../lib/knownHosts.ts";
 import {
+  deviceHostCa,
   emptyModel,
   ensureInclude,
   HEADER,
@@ -20,6 +25,7 @@ import {
   renderKnown,
   renderLaptopFiles,
   withDevice,
+  withCertificateFile,
   withoutDevice,
   withRelay,
   type LaptopModel,
@@ -302,4 +308,118 @@ test("property: whatever the user's config holds, it is kept byte for byte after
     { numRuns: 1000 },
   );
   t.true(checked > 0, "no generated config was non-empty: the byte-for-byte check never ran");
+});
+
+// --- fleet certificates (issue 15) -----------------------------------------------------------
+
+const HOST_CA = parsePublicKey("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKzfJdLJJlCyrD+3KIAkuMr0ixSRmZ+oujGevf0punAa host-ca");
+const caLine = (device: string) => `@cert-authority rtunnel-${device} ssh-ed25519 ${HOST_CA.base64}`;
+
+test("without certificates the laptop files are byte for byte what they were before (fleet without a CA)", (t) => {
+  const m = withDevice(model(base), { name: "garage", port: 20001, user: "pi", hostKey: KEY2 });
+  t.is(
+    renderKnown(m),
+    [
+      "# Written by rtunnel: the relay's and the enrolled devices' host keys (pinned).",
+      `[203.0.113.7]:12345 ssh-ed25519 ${KEY.base64}`,
+      `rtunnel-raspi ssh-ed25519 ${KEY.base64}`,
+      `rtunnel-garage ssh-ed25519 ${KEY2.base64}`,
+      "",
+    ].join("\n"),
+  );
+  const raspi = renderFragment(m).split("\n\n").find((b) => b.includes("Host raspi\n"))?.trimEnd();
+  t.is(
+    raspi,
+    [
+      "# Device raspi: its own sshd, reached through its reverse tunnel on the relay.",
+      "Host raspi",
+      "  HostName 127.0.0.1",
+      "  Port 20000",
+      "  User pi",
+      "  ProxyJump rtunnel-relay",
+      "  HostKeyAlias rtunnel-raspi",
+      "  IdentityFile ~/.ssh/id_ed25519",
+      "  IdentitiesOnly yes",
+      "  UserKnownHostsFile ~/.ssh/known_hosts.rtunnel",
+      "  StrictHostKeyChecking yes",
+    ].join("\n"),
+  );
+  t.notRegex(renderFragment(m), /CertificateFile/);
+});
+
+test("a device with a host certificate: one @cert-authority line for its exact HostKeyAlias replaces its plain pin, in its place; the other devices keep theirs", (t) => {
+  const two = withDevice(model(base), { name: "garage", port: 20001, user: "pi", hostKey: KEY2 });
+  const certified = withDevice(two, { name: "raspi", port: 20000, user: "pi", hostCa: HOST_CA });
+  const known = renderKnown(certified);
+  t.deepEqual(known.split("\n").slice(1), [`[203.0.113.7]:12345 ssh-ed25519 ${KEY.base64}`, caLine("raspi"), `rtunnel-garage ssh-ed25519 ${KEY2.base64}`, ""]);
+  t.notRegex(known, /\*/, "no wildcard: a CA line never vouches for a name the kit does not own");
+  t.is(pinnedDeviceKey(certified, "raspi"), undefined);
+  t.is(deviceHostCa(certified, "raspi")?.base64, HOST_CA.base64);
+  t.is(deviceHostCa(certified, "garage"), undefined);
+  t.is(renderFragment(certified), renderFragment(two), "the Host blocks do not change: HostKeyAlias names the CA line too");
+  // Read back and enrolled again, nothing moves; a second device certified gets its own line.
+  const back = readModel(renderFragment(certified), known, paths);
+  t.is(renderKnown(withDevice(back, { name: "raspi", port: 20000, user: "pi", hostCa: HOST_CA })), known);
+  const both = withDevice(back, { name: "garage", port: 20001, user: "pi", hostCa: HOST_CA });
+  t.deepEqual(renderKnown(both).split("\n").slice(2, 4), [caLine("raspi"), caLine("garage")]);
+  // A certificate that goes (the CA removed): the plain pin comes back in the CA line's place.
+  t.is(renderKnown(withDevice(certified, { name: "raspi", port: 20000, user: "pi", hostKey: KEY })), renderKnown(two));
+  // Revoked: both kinds of line go, the others' stay.
+  const revoked = renderKnown(withoutDevice(both, "raspi"));
+  t.notRegex(revoked, /rtunnel-raspi/);
+  t.regex(revoked, new RegExp(`^${caLine("garage").replace(/[+/]/g, "\\$&")}$`, "m"));
+});
+
+test("a hand-written @cert-authority line for another pattern (a wildcard of the user's) is kept and never taken for ours", (t) => {
+  const mine = `@cert-authority *.example.com ssh-ed25519 ${KEY2.base64}`;
+  const m = readModel(renderFragment(model(base)), `${mine}\n${renderKnown(model(base))}`, paths);
+  const certified = withDevice(m, { name: "raspi", port: 20000, user: "pi", hostCa: HOST_CA });
+  t.true(renderKnown(certified).includes(`${mine}\n`));
+  t.true(renderKnown(withoutDevice(certified, "raspi")).includes(`${mine}\n`));
+  t.is(deviceHostCa(m, "raspi"), undefined);
+});
+
+test("a user certificate: CertificateFile after IdentityFile on both hops, with IdentitiesOnly yes; read back, kept by other commands, removed when unset", (t) => {
+  const m = withCertificateFile(model(base), "~/.ssh/id_ed25519-cert.pub");
+  const text = renderFragment(m);
+  for (const host of [RELAY_ALIAS, "raspi"]) {
+    const own = directives(text).filter(([h]) => h === host).map(([, p, v]) => `${p} ${v}`);
+    const at = own.indexOf("IdentityFile ~/.ssh/id_ed25519");
+    t.deepEqual(own.slice(at, at + 3), ["IdentityFile ~/.ssh/id_ed25519", "CertificateFile ~/.ssh/id_ed25519-cert.pub", "IdentitiesOnly yes"], host);
+  }
+  const back = readModel(text, renderKnown(m), paths);
+  t.is(back.certificateFile, "~/.ssh/id_ed25519-cert.pub");
+  t.deepEqual(back.devices.get("raspi")?.extra, [], "not kept twice as an extra option");
+  t.is(renderFragment(withDevice(withRelay(back, relay), { name: "garage", port: 20001, user: "pi", hostKey: KEY2 })).match(/CertificateFile/g)?.length, 3);
+  t.is(renderFragment(withCertificateFile(back, undefined)), renderFragment(model(base)));
+  t.throws(() => renderFragment(withCertificateFile(model(base), "/tmp/x\nProxyCommand id")), { instanceOf: InputError });
+});
+
+test("another laptop's files with certificates (grant --out): CA lines for the certified devices, pins for the others, CertificateFile on both hops", (t) => {
+  const files = renderLaptopFiles({
+    relay,
+    devices: [{ name: "raspi", port: 20000, user: "pi", hostCa: HOST_CA }, { name: "garage", port: 20001, user: "pi", hostKey: KEY2 }],
+    multiplex: true,
+    certificateFile: "~/.ssh/id_ed25519-cert.pub",
+  });
+  t.true(files["known_hosts.rtunnel"].includes(`${caLine("raspi")}\n`));
+  t.true(files["known_hosts.rtunnel"].includes(`rtunnel-garage ssh-ed25519 ${KEY2.base64}\n`));
+  t.notRegex(files["known_hosts.rtunnel"], /^rtunnel-raspi /m);
+  t.is(files["config.d/rtunnel"].match(/^ {2}CertificateFile ~\/\.ssh\/id_ed25519-cert\.pub$/gm)?.length, 3);
+});
+
+test("OpenSSH reads them as meant: ssh -G gives the device block its CertificateFile and IdentitiesOnly, ssh-keygen -F finds the CA line under the HostKeyAlias", async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "rtunnel-model-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const m = withDevice(withCertificateFile(model(base), path.join(dir, "id-cert.pub")), { name: "raspi", port: 20000, user: "pi", hostCa: HOST_CA });
+  await writeFile(path.join(dir, "config"), renderFragment({ ...m, knownHostsFile: path.join(dir, "known") }));
+  await writeFile(path.join(dir, "known"), renderKnown(m));
+  const g = await run("ssh", ["-G", "-F", path.join(dir, "config"), "raspi"]);
+  const lines = g.stdout.split("\n");
+  t.true(lines.includes(`certificatefile ${path.join(dir, "id-cert.pub")}`), g.stdout);
+  t.true(lines.includes("identitiesonly yes"));
+  t.true(lines.includes("hostkeyalias rtunnel-raspi"));
+  const f = await run("ssh-keygen", ["-F", "rtunnel-raspi", "-f", path.join(dir, "known")], { check: false });
+  t.regex(f.stdout, new RegExp(`^@cert-authority rtunnel-raspi ssh-ed25519 ${HOST_CA.base64.replace(/[+/]/g, "\\$&")}$`, "m"));
+  t.is((await run("ssh-keygen", ["-F", "rtunnel-other", "-f", path.join(dir, "known")], { check: false })).stdout, "");
 });

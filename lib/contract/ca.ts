@@ -266,6 +266,8 @@ export interface DeviceCaRecord {
   krlAt?: string;
   /** its current host certificate */
   hostCert?: { serial: string; validAfter: string; validBefore: string };
+  /** its clock against the operator's when last measured (enrollment): device minus operator, seconds */
+  clock?: { offsetSeconds: number; uncertaintySeconds: number; measuredAt: string };
 }
 export type DeviceCaRecords = Record<string, DeviceCaRecord>;
 

@@ -41,6 +41,7 @@ export const DeviceCaRecordsSchema = z.record(
     krlVersion: z.number().int().min(1).optional(),
     krlAt: time.optional(),
     hostCert: z.object({ serial, validAfter: time, validBefore: time }).optional(),
+    clock: z.object({ offsetSeconds: z.number().finite(), uncertaintySeconds: z.number().finite().min(0), measuredAt: time }).optional(),
   }),
 ) satisfies z.ZodType<DeviceCaRecords>;
 

@@ -10,7 +10,7 @@ import path from "node:path";
 import { parsePublicKey, type PublicKey } from "../../lib/keys.ts";
 import { ExitError, EXIT } from "../errors.ts";
 import { atomicWrite, checkWritable } from "../laptop/files.ts";
-import { LAPTOP_FILES, pinnedDeviceKey, renderLaptopFiles, type DeviceHost } from "../laptop/model.ts";
+import { deviceHostCa, LAPTOP_FILES, pinnedDeviceKey, renderLaptopFiles, type DeviceHost } from "../laptop/model.ts";
 import { unconfirmedCutWarning } from "../relay/admin.ts";
 import type { DeviceListing, Grant } from "../relay/protocol.ts";
 import { keyHeldElsewhere } from "../relay/registry.ts";
@@ -85,12 +85,14 @@ export async function addClient(o: AddClientOptions): Promise<AddClientResult> {
     const devices = wanted === "all" ? onRelay.map((e) => e.name).sort() : [...wanted];
     const missing = devices.filter((d) => byName.get(d)?.kind !== "device");
     if (missing.length) throw new ExitError(EXIT.usage, `no such device on the relay: ${missing.join(", ")} (see \`status\`)`);
-    // The other laptop's files need each device's user and pinned host key, from this laptop.
+    // The other laptop's files need each device's user and pinned host key (or, for a device
+    // with a host certificate, the host CA this laptop trusts for it), from this laptop.
     const targets = devices.map((d) => {
       const local = model.devices.get(d);
       const hostKey = pinnedDeviceKey(model, d);
-      if (!local || !hostKey) throw new ExitError(EXIT.usage, `this laptop has no Host block or pinned host key for ${d} (${f.paths.fragment}): run add-client from the laptop that enrolled it`);
-      return { name: d, user: local.user, port: onRelay.find((e) => e.name === d)?.port ?? local.port, hostKey };
+      const hostCa = deviceHostCa(model, d);
+      if (!local || (!hostKey && !hostCa)) throw new ExitError(EXIT.usage, `this laptop has no Host block or pinned host key for ${d} (${f.paths.fragment}): run add-client from the laptop that enrolled it`);
+      return { name: d, user: local.user, port: onRelay.find((e) => e.name === d)?.port ?? local.port, ...(hostKey ? { hostKey } : { hostCa: hostCa! }) };
     });
     const windows = o.windows ?? false;
     const files = renderLaptopFiles({ relay: f.facts, devices: targets, multiplex: !windows });

@@ -23,15 +23,17 @@ import { CONTEXT_LABEL } from "../../lib/docker/context.ts";
 import { platformInfo } from "../../lib/platform.ts";
 import { agentContext, buildLocal, crossBuildProblem, DEFAULT_IMAGE, defaultImage, inspectLocal, samePlatform, sendImage, type Sent } from "../device/image.ts";
 import { DockerRuntime, platformOfMachine, type AgentFile, type AgentRuntime } from "../device/runtime.ts";
-import { loopbackConsequence, planDropIn, SSHD_DROP_IN, type SshdChange, type SshdDirective } from "../device/sshd.ts";
+import { clockProblem as clockProblemOf, describeClock } from "../device/certs.ts";
+import { dropInSections, loopbackConsequence, planDropIn, SSHD_DROP_IN, type SshdChange, type SshdDirective, type SshdState } from "../device/sshd.ts";
 import { ExitError, EXIT } from "../errors.ts";
 import { applyLaptop, configPaths, controlPathFor, laptopModel, laptopPaths, planLaptopWrites, readLaptop, type LaptopPaths } from "../laptop/files.ts";
-import { pinnedDeviceKey, RELAY_ALIAS, validateDeviceName, withDevice, withRelay as withRelayHop, type LaptopModel } from "../laptop/model.ts";
+import { hostKeyAlias as hostKeyAliasOf, pinnedDeviceKey, RELAY_ALIAS, validateDeviceName, withDevice, withRelay as withRelayHop, type LaptopModel } from "../laptop/model.ts";
 import { RelayAdmin } from "../relay/admin.ts";
 import { loadRelayFacts, type RelayFacts } from "../relay/facts.ts";
 import type { ClientListing, DeviceListing } from "../relay/protocol.ts";
 import { enrollClientName, keyHeldElsewhere } from "../relay/registry.ts";
 import type { FleetOptions } from "./fleet.ts";
+import { certificatesToInstall, certifiedHostKeyFingerprint, loadFleetCa, planDeviceCerts, plannedCertificates, recordDevice, willHaveHostCert, type DeviceCertPlan } from "./certs.ts";
 import { connectPinned } from "../ssh.ts";
 import { parseHostKeyPin, validateHost, validateName, validatePort, validateUser } from "../validate.ts";
 
@@ -79,7 +81,21 @@ export interface EnrollResult {
    * or built on the device (`builtOn: "device"`, the context's bytes and the build's time)
    */
   image: { sent: false; builtOn?: "device"; contextBytes?: number; ms?: number } | ({ sent: true } & Sent);
+  /** with a fleet CA (issue 15): what the device's certificates are now, and its clock */
+  certificates?: EnrollCertificates;
   timingsMs: Record<string, number>;
+}
+
+/** The certificate part of an enrollment, for --json (plan and result). */
+export interface EnrollCertificates {
+  /** its host certificate: signed now, kept, or none (the laptop keeps a pinned key) */
+  hostCert: "sign" | "signed" | "keep" | "none";
+  reason: string;
+  /** the host certificate's serial and end, once applied */
+  serial?: string;
+  validBefore?: string;
+  krlVersion: number;
+  clock: { offsetSeconds: number; uncertaintySeconds: number; problem?: string };
 }
 
 /** One change the plan would make, in order. */
@@ -106,6 +122,8 @@ export interface EnrollPlan {
   context: string;
   /** the device's sshd drop-in for tunnel connections; absent when the device runs no OpenSSH sshd */
   sshd?: { version: string; dropIn: string; directives: Pick<SshdDirective, "keyword" | "value" | "scope">[]; unchanged: boolean };
+  /** with a fleet CA: the device's certificates (see EnrollCertificates) */
+  certificates?: EnrollCertificates;
   changes: PlannedChange[];
   /** the laptop files it will write (rendered with the port the relay gives) */
   laptopFiles: string[];
@@ -154,6 +172,10 @@ interface Session {
   deviceKey?: PublicKey;
   /** the device's sshd: what to write (nothing when it is in place) */
   sshd?: SshdChange & { directives: SshdDirective[] };
+  /** the device's sshd as the plan read it (a new host certificate is planned again from it) */
+  sshdState?: SshdState;
+  /** with a fleet CA: the device's certificates */
+  certs?: DeviceCertPlan;
   installDocker: boolean;
   context: Buffer;
   timeout: number;
@@ -197,6 +219,8 @@ export async function planEnrollment(o: EnrollOptions): Promise<PlannedEnrollmen
   const facts = o.relay ?? (await loadRelayFacts(o.relayFile, o.cwd));
   const context = await agentContext(o.baseImage);
   const creds = { identityFile: identity, agent: o.agent ?? process.env.SSH_AUTH_SOCK };
+  // Fleet certificates (issue 15) when this machine has the fleet's CA: none, none of this.
+  const fleetCa = await loadFleetCa(paths.sshDir);
   step("inputs checked");
 
   // The relay, pinned.
@@ -212,9 +236,10 @@ export async function planEnrollment(o: EnrollOptions): Promise<PlannedEnrollmen
     const model = laptopModel(paths, laptopState, identity);
     const pinnedKey = pinnedDeviceKey(model, name);
 
-    // The device, pinned: --device-host-key, else the key an earlier enrollment pinned, else
+    // The device, pinned: --device-host-key, else the key an earlier enrollment pinned (or,
+    // once the laptop trusts the host CA for it, the key its host certificate certifies), else
     // --accept-new shows and takes what it presents.
-    const pin = pinArg ?? (pinnedKey ? fingerprintOf(Buffer.from(pinnedKey.base64, "base64")) : undefined);
+    const pin = pinArg ?? (pinnedKey ? fingerprintOf(Buffer.from(pinnedKey.base64, "base64")) : fleetCa ? await certifiedHostKeyFingerprint(fleetCa.ca, name) : undefined);
     const where = `${host}:${port}`;
     const conn = await connectPinned(
       {
@@ -290,8 +315,16 @@ export async function planEnrollment(o: EnrollOptions): Promise<PlannedEnrollmen
         `the sshd configuration of the device ${name} fails \`sshd -t\` already (${sshdFound.error}): ${ours ? `rtunnel's own ${SSHD_DROP_IN} is broken (edited by hand?): remove it (sudo rm ${SSHD_DROP_IN}) and re-run` : "fix it and re-run"}; nothing was changed`,
       );
     }
-    if (sshdFound.kind === "absent") log(`the device ${name} runs no OpenSSH sshd (no sshd found): its sshd is left as it is`);
-    const sshd = sshdFound.kind === "ok" ? planDropIn(sshdFound.state, user) : undefined;
+    if (sshdFound.kind === "absent") log(`the device ${name} runs no OpenSSH sshd (no sshd found): its sshd is left as it is${fleetCa ? "; it gets no certificates" : ""}`);
+    // With a CA: its certificate files in the drop-in, its host certificate, its clock.
+    const certs =
+      fleetCa && sshdFound.kind === "ok" ? await planDeviceCerts({ fleet: fleetCa, device, name, account: user, presented: conn.hostKey, state: sshdFound.state, agentSock: creds.agent }) : undefined;
+    if (certs) {
+      log(describeClock(certs.clock));
+      if (certs.clockProblem) log(`warning: ${certs.clockProblem}`);
+    }
+    const sshd = sshdFound.kind === "ok" ? planDropIn(sshdFound.state, user, dropInSections(certs && plannedCertificates(certs), user)) : undefined;
+    if (sshd?.conflicts.length) throw new ExitError(EXIT.device, `the device ${name} can't take fleet certificates as it is: ${sshd.conflicts[0]}; nothing was changed`);
     step(`device connected, preflight passed (${platform}: ${platformReason}${sshdFound.kind === "ok" ? `; ${sshdFound.state.version || "sshd"}` : ""})`);
 
     // Names: the device's must be free or already ours; the client's must be a client, and a
@@ -315,7 +348,9 @@ export async function planEnrollment(o: EnrollOptions): Promise<PlannedEnrollmen
     const off = o.noMultiplex || model.relays.get(RELAY_ALIAS)?.multiplex === "off";
     if (!off && !controlPath) log(`the relay hop is not multiplexed: ${paths.windows ? "Windows' OpenSSH has no ControlMaster" : `a control socket under ${paths.sshDir} would exceed the 104-byte socket path limit`}`);
     const hop = off ? { multiplex: "off" as const } : controlPath ? { multiplex: "on" as const, controlPath } : {};
-    const laptopChange = (m: LaptopModel, devicePort: number) => withDevice(withRelayHop(m, facts, hop), { name, port: devicePort, user, hostKey: conn.hostKey });
+    // A device with a host certificate is trusted through the host CA for its name, its pin removed.
+    const trust = certs && fleetCa && willHaveHostCert(certs) ? { hostCa: fleetCa.ca.hostCa } : { hostKey: conn.hostKey };
+    const laptopChange = (m: LaptopModel, devicePort: number) => withDevice(withRelayHop(m, facts, hop), { name, port: devicePort, user, ...trust });
     const laptopWrites = planLaptopWrites(paths, laptopState, laptopChange(model, mine?.kind === "device" ? mine.port : 65535));
     step("laptop files read and checked");
 
@@ -325,6 +360,7 @@ export async function planEnrollment(o: EnrollOptions): Promise<PlannedEnrollmen
       const consequence = loopbackConsequence(sshd.directives);
       changes.push({ where: "device", what: `sshd: checked with sshd -t (or put back), then reloaded; sessions stay${consequence ? `; ${consequence}` : ""}` });
     } else if (sshd) changes.push({ where: "device", what: `sshd: keep ${SSHD_DROP_IN}` });
+    if (certs) changes.push({ where: "device", what: `certificates: ${certHostLine(certs, name)}; KRL version ${certs.fleet.krl.version}` });
     if (installDocker) changes.push({ where: "device", what: `install Docker: ${await runtime.installCommand()}` });
     changes.push({ where: "device", what: deviceKey ? `keep the device key ${deviceKey.fingerprint}` : `make the device key ${agentPath("key")} (on the device)` });
     changes.push({ where: "relay", what: mine ? `keep device ${name} (port ${mine.kind === "device" ? mine.port : "?"})` : `add device ${name} (the relay gives it a port)` });
@@ -347,12 +383,15 @@ export async function planEnrollment(o: EnrollOptions): Promise<PlannedEnrollmen
       ...(sshd && sshdFound.kind === "ok"
         ? { sshd: { version: sshdFound.state.version, dropIn: SSHD_DROP_IN, directives: sshd.directives.map(({ keyword, value, scope }) => ({ keyword, value, scope })), unchanged: !sshd.writes.length } }
         : {}),
+      ...(certs ? { certificates: enrollCertificates(certs) } : {}),
     };
     const session: Session = {
       o, log, paths, identity, operatorKey, relay, device, runtime,
       registry: { ...(mine?.kind === "device" ? { mine } : {}), ...(clientEntry ? { clientEntry } : {}) },
       ...(deviceKey ? { deviceKey } : {}),
       ...(sshd ? { sshd } : {}),
+      ...(sshdFound.kind === "ok" ? { sshdState: sshdFound.state } : {}),
+      ...(certs ? { certs } : {}),
       installDocker, context: context.tar, timeout, laptopChange, timings, step,
     };
     const d = device;
@@ -381,15 +420,40 @@ export async function applyEnrollment({ plan, session: s }: PlannedEnrollment): 
   const { o, log, step, device, runtime, relay } = s;
   const changed: EnrollResult["changed"] = { device: [], relay: [], laptop: [] };
 
+  // With a CA, the device's host key is signed first (the host CA in ssh-agent): the drop-in's
+  // files then carry the new certificate, planned again from the state the plan read.
+  let sshdChange = s.sshd;
+  let installed: Awaited<ReturnType<typeof certificatesToInstall>> | undefined;
+  if (s.certs && s.sshdState) {
+    installed = await certificatesToInstall(s.certs, s.o.agent ?? process.env.SSH_AUTH_SOCK);
+    if (installed.signed) {
+      sshdChange = planDropIn(s.sshdState, plan.device.user, dropInSections(installed.certs, plan.device.user));
+      log(`device certificates: host key ${s.certs.hostKey?.fingerprint} signed by the host CA (serial ${installed.hostCert?.serial}, valid until ${installed.hostCert?.validBefore})`);
+    }
+  }
+
   // The device's sshd first: the cheapest change to put back, and one that must be in place
   // before the tunnel carries a single connection (OpenSSH 10 penalises loopback otherwise).
-  if (s.sshd?.writes.length) {
-    const how = await device.changeSshd(s.sshd);
-    changed.device.push(...s.sshd.writes.map((w) => w.path));
-    for (const line of s.sshd.summary) log(`device sshd: ${line}`);
-    const consequence = loopbackConsequence(s.sshd.directives);
+  if (sshdChange?.writes.length) {
+    const how = await device.changeSshd(sshdChange);
+    changed.device.push(...sshdChange.writes.map((w) => w.path));
+    for (const line of sshdChange.summary) log(`device sshd: ${line}`);
+    const consequence = loopbackConsequence(sshdChange.directives);
     if (consequence) log(`device sshd: ${consequence}`);
     step(`device sshd set for tunnel connections (${how})`);
+  }
+  let certificates: EnrollCertificates | undefined;
+  if (s.certs && installed) {
+    // What the device now has, in devices.json (status reads it; revoke-cert pushes from it).
+    const before = s.certs.fleet.records[plan.name];
+    // Its clock is recorded again when its verdict changes (right, behind, ahead), not for every jitter of a second.
+    const verdict = (c: { offsetSeconds: number; uncertaintySeconds: number }) => (clockProblemOf(c) ? (c.offsetSeconds < 0 ? "behind" : "ahead") : "right");
+    const clockChanged = !before?.clock || verdict(before.clock) !== verdict(s.certs.clock);
+    if (before?.krlVersion !== s.certs.fleet.krl.version || before?.hostCert?.serial !== installed.hostCert?.serial || clockChanged) {
+      await recordDevice(s.certs.fleet.ca, plan.name, { krl: s.certs.fleet.krl, hostCert: installed.hostCert, clock: s.certs.clock });
+    }
+    certificates = { ...enrollCertificates(s.certs), ...(installed.signed ? { hostCert: "signed" as const } : {}), ...(installed.hostCert ? { serial: installed.hostCert.serial, validBefore: installed.hostCert.validBefore } : {}) };
+    step(`device certificates in place (${certHostLine(s.certs, plan.name)})`);
   }
 
   if (s.installDocker) {
@@ -496,7 +560,23 @@ export async function applyEnrollment({ plan, session: s }: PlannedEnrollment): 
     sshCommand,
     changed,
     image,
+    ...(certificates ? { certificates } : {}),
     timingsMs: s.timings,
+  };
+}
+
+/** The host certificate's part of the plan, as one phrase. */
+function certHostLine(c: DeviceCertPlan, name: string): string {
+  if (!c.hostCert) return `no host certificate (${c.noHostCert})`;
+  return c.hostCert.sign ? `sign its host key ${c.hostKey?.fingerprint} for ${hostKeyAliasOf(name)}, 90 days (${c.hostCert.reason})` : `keep its host certificate (${c.hostCert.reason})`;
+}
+
+function enrollCertificates(c: DeviceCertPlan): EnrollCertificates {
+  return {
+    hostCert: !c.hostCert ? "none" : c.hostCert.sign ? "sign" : "keep",
+    reason: c.hostCert?.reason ?? c.noHostCert ?? "",
+    krlVersion: c.fleet.krl.version,
+    clock: { offsetSeconds: c.clock.offsetSeconds, uncertaintySeconds: c.clock.uncertaintySeconds, ...(c.clockProblem ? { problem: c.clockProblem } : {}) },
   };
 }
 

@@ -7,7 +7,9 @@ import { Device } from "../device/device.ts";
 import { DockerRuntime, type AgentRuntime } from "../device/runtime.ts";
 import { ExitError, EXIT } from "../errors.ts";
 import { closeRelayMaster, laptopModel, laptopPaths, readLaptop, type LaptopPaths, type LaptopState } from "../laptop/files.ts";
-import { JUMP_USER, pinnedDeviceKey, type DeviceHost, type LaptopModel } from "../laptop/model.ts";
+import { deviceHostCa, JUMP_USER, pinnedDeviceKey, type DeviceHost, type LaptopModel } from "../laptop/model.ts";
+import { loadCa } from "../ca/ca.ts";
+import { certifiedHostKeyFingerprint } from "./certs.ts";
 import { connectRelay, RelayAdmin } from "../relay/admin.ts";
 import { loadRelayFacts, type RelayFacts } from "../relay/facts.ts";
 import { connectPinned, type Credentials } from "../ssh.ts";
@@ -74,9 +76,8 @@ export interface TunnelDevice {
  * key pinned to known_hosts.rtunnel. Throws ExitError(device) when any hop fails.
  */
 export async function deviceThroughTunnel(f: Fleet, model: LaptopModel, entry: Pick<DeviceHost, "name" | "port" | "user">): Promise<TunnelDevice> {
-  const key = pinnedDeviceKey(model, entry.name);
-  if (!key) throw new ExitError(EXIT.hostKey, `no pinned host key for ${entry.name} in ${f.paths.knownHosts}: enroll it from this laptop first`);
-  const pin = fingerprintOf(Buffer.from(key.base64, "base64"));
+  const pin = await devicePin(f, model, entry.name);
+  if (!pin) throw new ExitError(EXIT.hostKey, `no pinned host key for ${entry.name} in ${f.paths.knownHosts}: enroll it from this laptop first`);
   const jump = await connectRelay(f.facts, f.creds, {
     username: JUMP_USER,
     what: "the relay (jump)",
@@ -116,6 +117,19 @@ export async function deviceThroughTunnel(f: Fleet, model: LaptopModel, entry: P
     jump.dispose();
     throw e;
   }
+}
+
+/**
+ * The fingerprint the operator's own connection to `device` pins: its pinned host key, or,
+ * once this laptop trusts the fleet's host CA for it (node-ssh can't check a host certificate),
+ * the key its current host certificate certifies (rtunnel-ca's records).
+ */
+export async function devicePin(f: Fleet, model: LaptopModel, device: string): Promise<string | undefined> {
+  const key = pinnedDeviceKey(model, device);
+  if (key) return fingerprintOf(Buffer.from(key.base64, "base64"));
+  if (!deviceHostCa(model, device)) return undefined;
+  const ca = await loadCa(f.paths.sshDir);
+  return ca ? certifiedHostKeyFingerprint(ca, device) : undefined;
 }
 
 /** Runs `fn` on each device through its tunnel; a device that can't be reached becomes a warning. */

@@ -12,10 +12,10 @@ import { canonicalDevices, certificateFileFor, formatLifetime, parseLifetime, US
 import { parsePublicKey, type PublicKey } from "../../lib/keys.ts";
 import { requireCa, inspectCertificate, signUserCert, sshDirOf, type Ca } from "../ca/ca.ts";
 import { ExitError, EXIT } from "../errors.ts";
-import { atomicWrite, checkWritable, laptopModel, laptopPaths, readLaptopFile } from "../laptop/files.ts";
-import { LAPTOP_FILES, pinnedDeviceKey, renderLaptopFiles, type LaptopModel } from "../laptop/model.ts";
+import { applyLaptop, atomicWrite, checkWritable, laptopModel, laptopPaths, planLaptopWrites, readLaptop, readLaptopFile } from "../laptop/files.ts";
+import { deviceHostCa, LAPTOP_FILES, pinnedDeviceKey, renderLaptopFiles, withCertificateFile, type LaptopModel } from "../laptop/model.ts";
 import { loadRelayFacts, type RelayFacts } from "../relay/facts.ts";
-import { validateName } from "../validate.ts";
+import { configPath, validateName } from "../validate.ts";
 import { defaultClientName } from "./enroll.ts";
 
 interface CertCommon {
@@ -136,18 +136,18 @@ export async function grant(o: GrantOptions): Promise<CertResult> {
     const out = path.resolve(o.out);
     certificateFile = path.join(out, "id_ed25519-cert.pub");
     const facts = o.relay ?? (await loadRelayFacts(o.relayFile, o.cwd));
+    // Each device as this laptop trusts it: the host CA for its name (it has a host
+    // certificate), or its pinned key.
     const targets = devices.map((d) => {
       const local = model.devices.get(d)!;
       const hostKey = pinnedDeviceKey(model, d);
-      if (!hostKey) throw new ExitError(EXIT.usage, `this laptop has no pinned host key for ${d}: run grant --out from the laptop that enrolled it`);
-      return { name: d, port: local.port, user: local.user, hostKey };
+      const hostCa = deviceHostCa(model, d);
+      if (!hostKey && !hostCa) throw new ExitError(EXIT.usage, `this laptop has no pinned host key for ${d}: run grant --out from the laptop that enrolled it`);
+      return { name: d, port: local.port, user: local.user, ...(hostCa ? { hostCa } : { hostKey: hostKey! }) };
     });
-    // TODO(issue 15 part C): render with part C's model functions once they exist:
-    // `CertificateFile ~/.ssh/id_ed25519-cert.pub` + `IdentitiesOnly yes` on the relay hop and
-    // each device block, and `@cert-authority` lines for the devices with a host certificate.
-    // Until then the files are add-client's (pinned host keys; IdentityFile ~/.ssh/id_ed25519,
-    // whose -cert.pub ssh loads by itself).
-    const files = renderLaptopFiles({ relay: facts, devices: targets, multiplex: !o.windows });
+    // That laptop offers its certificate and its key only (CertificateFile + IdentitiesOnly yes
+    // on both hops): an agent holding many keys never runs it into MaxAuthTries.
+    const files = renderLaptopFiles({ relay: facts, devices: targets, multiplex: !o.windows, certificateFile: "~/.ssh/id_ed25519-cert.pub" });
     laptopFiles = LAPTOP_FILES.map((rel) => ({ file: path.join(out, rel), text: files[rel] }));
   }
   await checkCertDestination(certificateFile, ca);
@@ -182,9 +182,14 @@ export async function login(o: LoginOptions): Promise<CertResult> {
   const devices = grantedDevices(model, o.devices ?? "all", fragment);
   const certificateFile = certificateFileFor(identity);
   await checkCertDestination(certificateFile, ca);
+  // This laptop's rtunnel files name the certificate on both hops (CertificateFile, beside
+  // IdentitiesOnly yes): read and checked writable before signing, written after.
+  const p = laptopPaths({ home: o.home, sshDir: o.sshDir });
+  const state = await readLaptop(p);
+  const current = laptopModel(p, state, identity);
+  const plan = current.relays.size ? planLaptopWrites(p, state, withCertificateFile(current, configPath(certificateFile, p.home, p.windows)), { include: false }) : { writes: [], backup: false };
   const signed = await issue({ ...o, ca, name, key, devices, lifetimeSeconds });
   await atomicWrite(certificateFile, `${signed.certificate}\n`);
-  // TODO(issue 15 part C): add `CertificateFile` for this identity to config.d/rtunnel with
-  // part C's model function; ssh already loads IDENTITY-cert.pub for the IdentityFile it names.
-  return result(name, devices, signed, lifetimeSeconds, certificateFile, [certificateFile]);
+  const laptop = await applyLaptop(p, plan);
+  return result(name, devices, signed, lifetimeSeconds, certificateFile, [certificateFile, ...laptop]);
 }

@@ -6,11 +6,13 @@
 // laptop model, so every other block and option stays): planned, and the files checked
 // writable, before the relay is touched.
 import { agentPath, AGENT_CONTAINER } from "../../lib/contract/agent.ts";
+import { loadCa } from "../ca/ca.ts";
+import { readDeviceRecords, updateDeviceRecord } from "../ca/records.ts";
 import { cleanupDevice } from "../device/commands.ts";
 import { SSHD_DROP_IN } from "../device/sshd.ts";
 import { ExitError, EXIT } from "../errors.ts";
 import { applyLaptop, planLaptopWrites } from "../laptop/files.ts";
-import { validateDeviceName, withoutDevice } from "../laptop/model.ts";
+import { hostKeyAlias, validateDeviceName, withoutDevice } from "../laptop/model.ts";
 import { unconfirmedCutWarning } from "../relay/admin.ts";
 import { replay, revokedDevices } from "../relay/history.ts";
 import { closeMaster, deviceThroughTunnel, openFleet, readLaptopSide, withRelay, type FleetOptions } from "./fleet.ts";
@@ -39,7 +41,7 @@ export async function revokeDevice(o: RevokeOptions): Promise<RevokeResult> {
   // This laptop's side, planned before the relay is touched: a file that can't be replaced stops here.
   const { state, model } = await readLaptopSide(f);
   const local = model.devices.get(name);
-  const known = local !== undefined || model.known.some((l) => "entry" in l && l.entry.pattern === `rtunnel-${name}`);
+  const known = local !== undefined || model.known.some((l) => "entry" in l && l.entry.pattern === hostKeyAlias(name));
   const plan = known ? planLaptopWrites(f.paths, state, withoutDevice(model, name), { include: false }) : { writes: [], backup: false };
   const warnings: string[] = [];
   const warn = (line: string) => {
@@ -90,8 +92,11 @@ export async function revokeDevice(o: RevokeOptions): Promise<RevokeResult> {
     return { removedFromRelay: true, deviceCleaned: cleaned };
   });
 
-  // Last, this laptop: the Host block and the pinned host key; a live master goes too.
+  // Last, this laptop: the Host block and the pinned host key (or its CA line); a live master
+  // goes too; and the CA's record of the device (its host certificate and KRL version).
   const laptop = await applyLaptop(f.paths, plan);
+  const ca = await loadCa(f.paths.sshDir);
+  if (ca && (await readDeviceRecords(ca.paths))[name]) await updateDeviceRecord(ca.paths, name, undefined);
   await closeMaster(f);
   return { revoked: name, removedFromRelay, deviceCleaned, deviceSshd, warnings, laptop };
 }

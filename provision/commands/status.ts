@@ -5,6 +5,15 @@
 // gone from the registry; the relay's own audit (history.ts replays it) still records its
 // `remove`, so "revoked" is read from the relay, not kept on this laptop: every operator sees
 // the same fleet. Exit code: 0 when every (not revoked) device is online.
+//
+// With fleet certificates (issue 15), from the CA's records on this machine (rtunnel-ca/
+// devices.json, revoked.json): each device's host certificate (days left; a warning under 14)
+// and the KRL version it has, so the devices that missed a revocation (offline when it was
+// pushed) are listed as "KRL behind". Without a CA the table and --json are as before.
+import type { DeviceCaRecords } from "../../lib/contract/ca.ts";
+import { loadCa } from "../ca/ca.ts";
+import { readDeviceRecords, readRevoked } from "../ca/records.ts";
+import { deviceCertStatus, hostCertCell, krlCell, type DeviceCertStatus } from "../device/certs.ts";
 import { EXIT } from "../errors.ts";
 import { replay, revokedDevices } from "../relay/history.ts";
 import type { AuditEvent, ClientListing, DeviceListing, Listing } from "../relay/protocol.ts";
@@ -13,7 +22,7 @@ import { openFleet, withRelay, type FleetOptions } from "./fleet.ts";
 export type ListOptions = FleetOptions;
 
 export type StatusEntry =
-  | (DeviceListing & { state: "online" | "no-answer" | "offline" })
+  | (DeviceListing & { state: "online" | "no-answer" | "offline"; certificates?: DeviceCertStatus })
   | { kind: "device"; name: string; fingerprint: string; state: "revoked"; revokedAt: string; port: null; online: false; connectedSince: null; lastSeen: null; connections: 0; limit: null; lastRefused: null }
   | (ClientListing & { state: "client" });
 
@@ -21,16 +30,28 @@ export interface FleetStatus {
   entries: StatusEntry[];
   /** every device in the registry is online (revoked ones don't count) */
   allOnline: boolean;
+  /** with a fleet CA: the newest KRL version, and the devices without it */
+  certificates?: { krlVersion: number; krlBehind: string[]; hostCertWarnings: string[] };
 }
 
-/** Pure: the registry plus the revoked devices, each with its state. */
-export function fleetStatus(registry: readonly Listing[], events: readonly AuditEvent[]): FleetStatus {
+/** The CA's records that status reads: none without a CA. */
+export interface CaFacts {
+  records: DeviceCaRecords;
+  /** the newest KRL version (revoked.json) */
+  krlVersion: number;
+  now: Date;
+}
+
+/** Pure: the registry plus the revoked devices, each with its state (and its certificates, with a CA). */
+export function fleetStatus(registry: readonly Listing[], events: readonly AuditEvent[], ca?: CaFacts): FleetStatus {
   const devices = registry.filter((e): e is DeviceListing => e.kind === "device");
   const clients = registry.filter((e): e is ClientListing => e.kind === "client");
   const revoked = revokedDevices(replay(events), registry);
+  const certs = new Map(ca ? devices.map((d) => [d.name, deviceCertStatus(ca.records[d.name], ca.krlVersion, ca.now)] as const) : []);
   return {
+    ...(ca ? { certificates: certificateSummary(certs, ca.krlVersion) } : {}),
     entries: [
-      ...devices.map((d) => ({ ...d, state: deviceState(d) })),
+      ...devices.map((d) => ({ ...d, state: deviceState(d), ...(certs.has(d.name) ? { certificates: certs.get(d.name)! } : {}) })),
       ...revoked.map((r) => ({
         kind: "device" as const, name: r.name, fingerprint: r.fingerprint, state: "revoked" as const, revokedAt: r.revokedAt,
         port: null, online: false as const, connectedSince: null, lastSeen: null, connections: 0 as const, limit: null, lastRefused: null,
@@ -41,10 +62,24 @@ export function fleetStatus(registry: readonly Listing[], events: readonly Audit
   };
 }
 
+function certificateSummary(certs: ReadonlyMap<string, DeviceCertStatus>, krlVersion: number): NonNullable<FleetStatus["certificates"]> {
+  const hostCertWarnings: string[] = [];
+  for (const [name, c] of certs) {
+    if (!c.hostCert) continue;
+    if (c.hostCert.state === "expired") hostCertWarnings.push(`warning: ${name}'s host certificate expired on ${c.hostCert.validBefore}: laptops that trust the host CA refuse it; enroll it again to renew`);
+    else if (c.hostCert.state === "warn") hostCertWarnings.push(`warning: ${name}'s host certificate expires in ${c.hostCert.daysLeft} days (${c.hostCert.validBefore}): enroll it again to renew`);
+  }
+  for (const [name, c] of certs) if (c.clock) hostCertWarnings.push(`warning: ${name}: ${c.clock.problem} (measured ${c.clock.measuredAt}); a certificate login refused there is refused for that`);
+  return { krlVersion, krlBehind: [...certs].filter(([, c]) => c.krlBehind).map(([n]) => n).sort(), hostCertWarnings };
+}
+
 const deviceState = (d: DeviceListing) => (d.online ? ("online" as const) : d.listening ? ("no-answer" as const) : ("offline" as const));
 
 export async function statusRelay(o: ListOptions): Promise<FleetStatus> {
-  return withRelay(await openFleet(o), async (relay) => fleetStatus(await relay.list(), await relay.audit()));
+  const f = await openFleet(o);
+  const ca = await loadCa(f.paths.sshDir);
+  const caFacts = ca ? { records: await readDeviceRecords(ca.paths), krlVersion: (await readRevoked(ca.paths)).version, now: new Date() } : undefined;
+  return withRelay(f, async (relay) => fleetStatus(await relay.list(), await relay.audit(), caFacts));
 }
 
 /** The exit code of `status`: usable from cron and monitoring. */
@@ -58,11 +93,14 @@ export function renderTable(rows: readonly (readonly string[])[]): string {
   return `${rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n")}\n`;
 }
 
-/** Pure: the human table. */
-export function renderList(entries: readonly StatusEntry[]): string {
-  const rows = [["NAME", "KIND", "STATE", "PORT", "CONNS", "CONNECTED SINCE", "LAST SEEN", "LAST REFUSED", "FINGERPRINT", "DEVICES"]];
+/** Pure: the human table (two more columns, HOST CERT and KRL, when the fleet has a CA). */
+export function renderList(entries: readonly StatusEntry[], certs?: FleetStatus["certificates"]): string {
+  const head = ["NAME", "KIND", "STATE", "PORT", "CONNS", "CONNECTED SINCE", "LAST SEEN", "LAST REFUSED", "FINGERPRINT", "DEVICES"];
+  const rows = [certs ? [...head.slice(0, 4), "HOST CERT", "KRL", ...head.slice(4)] : head];
   for (const e of entries) {
-    rows.push([
+    const c = e.kind === "device" && "certificates" in e ? e.certificates : undefined;
+    const certCells = certs ? [c ? hostCertCell(c) : "-", c ? krlCell(c, certs.krlVersion) : "-"] : [];
+    const cells = [
       e.name,
       e.kind,
       e.kind === "client" ? (e.online ? "connected" : "-") : e.state === "no-answer" ? "no answer" : e.state,
@@ -73,9 +111,20 @@ export function renderList(entries: readonly StatusEntry[]): string {
       e.lastRefused ? `${e.lastRefused.time} (${e.lastRefused.reason === "limit" ? `limit ${e.lastRefused.limit ?? "?"}` : e.lastRefused.reason})` : "-",
       e.fingerprint,
       e.kind === "client" ? (e.all ? "(all)" : e.devices.join(",") || "-") : "",
-    ]);
+    ];
+    rows.push([...cells.slice(0, 4), ...certCells, ...cells.slice(4)]);
   }
   return renderTable(rows);
+}
+
+/** Pure: the certificate lines on stderr after the summary (host certificates to renew, devices behind on the KRL, clocks). */
+export function certificateLines(s: FleetStatus): string[] {
+  const c = s.certificates;
+  if (!c) return [];
+  return [
+    ...c.hostCertWarnings,
+    ...(c.krlBehind.length ? [`KRL behind (not version ${c.krlVersion}): ${c.krlBehind.join(", ")}: offline when it was pushed; \`npm run revoke-cert -- --push\` (or enrolling again) brings them up to date`] : []),
+  ];
 }
 
 /** Pure: the one summary line on stderr after the table. */

@@ -4,7 +4,7 @@
 import { AGENT_CONF_DIR, AGENT_CONTAINER, agentPath, agentRunArgs } from "../../lib/contract/agent.ts";
 import { keyLine, type PublicKey } from "../../lib/keys.ts";
 import { Script, sh } from "../../lib/shell.ts";
-import type { ConfigWrite, EffectCheck } from "./sshd.ts";
+import type { ConfigWrite, EffectCheck, FileVerification } from "./sshd.ts";
 
 const KEY = agentPath("key");
 const NEW_KEY = `${KEY}.new`;
@@ -14,6 +14,9 @@ const PREVIOUS_KEY = agentPath("previousKey");
 export const whoami = (): Script => sh`id -un; id -u; uname -m`;
 
 export const hasCommand = (command: string): Script => sh`command -v ${command}`;
+
+/** The device's clock: seconds since the epoch (issue 15: certificates are checked against it). */
+export const epochSeconds = (): Script => sh`date +%s`;
 
 /** Succeeds only when sudo would not ask for a password. */
 export const sudoWithoutPassword = (): Script => sh`sudo -n true`;
@@ -221,8 +224,9 @@ const configFunctions = Script.lines(
   sh`unchanged() { if [ -z "$2" ]; then [ ! -e "$1" ]; else [ -f "$1" ] && [ "$(sha256sum < "$1" | cut -d ' ' -f 1)" = "$2" ]; fi; }`,
   sh`keep() { if [ -e "$2" ]; then cp -p "$2" "$work/$1"; fi; }`,
   sh`put_back() { f=$(target "$2"); if [ -e "$work/$1" ]; then cp -p "$work/$1" "$f.rtunnel-tmp" && mv -f "$f.rtunnel-tmp" "$f"; else rm -f "$f"; fi; if [ -s "$work/$1.dir" ]; then rmdir "$(cat "$work/$1.dir")" 2>/dev/null; fi; }`,
-  // $1 slot, $2 file, $3 mode of a new file, $4 mode of a new directory, $5 content
-  sh`put() { f=$(target "$2"); d=$(dirname "$f"); if [ ! -d "$d" ]; then mkdir -p -m "$4" "$d" && printf '%s' "$d" > "$work/$1.dir" || return 1; fi; if [ -e "$f" ]; then cp -p "$f" "$f.rtunnel-tmp"; else : > "$f.rtunnel-tmp" && chmod "$3" "$f.rtunnel-tmp"; fi && printf '%s' "$5" > "$f.rtunnel-tmp" && mv -f "$f.rtunnel-tmp" "$f" || { rm -f "$f.rtunnel-tmp"; return 1; }; }`,
+  // $1 slot, $2 file, $3 mode of a new file, $4 mode of a new directory, $5 content, $6 `base64` when $5 is its bytes in base64
+  sh`content() { if [ "$2" = base64 ]; then printf '%s' "$1" | base64 -d; else printf '%s' "$1"; fi; }`,
+  sh`put() { f=$(target "$2"); d=$(dirname "$f"); if [ ! -d "$d" ]; then mkdir -p -m "$4" "$d" && printf '%s' "$d" > "$work/$1.dir" || return 1; fi; if [ -e "$f" ]; then cp -p "$f" "$f.rtunnel-tmp"; else : > "$f.rtunnel-tmp" && chmod "$3" "$f.rtunnel-tmp"; fi && content "$5" "\${6:-}" > "$f.rtunnel-tmp" && mv -f "$f.rtunnel-tmp" "$f" || { rm -f "$f.rtunnel-tmp"; return 1; }; }`,
   sh`drop() { rm -f "$(target "$1")"; }`,
   sh`backup() { if [ -e "$work/$1" ]; then mkdir -p -m 700 "$(dirname "$2")" && cp -p "$work/$1" "$2"; fi; }`,
 );
@@ -230,31 +234,46 @@ const configFunctions = Script.lines(
 /**
  * Changes the device's sshd configuration as one transaction: each file must still be what the
  * plan read (sha256); the old ones are kept aside; the new ones go in atomically (a temp file
- * beside each, then one rename; an existing file keeps its mode and owner); then `sshd -t`
- * and the effect checks (`sshd -T`: a value read before the drop-in would win). Any failure
- * puts every file back and prints one line on stderr: the device is left as it was. Only then
- * the backups are written and sshd reloaded: `systemctl reload` of the running ssh or sshd
- * unit, else SIGHUP to the listener in sshd's PidFile (never by name: on OpenSSH 9 every
- * session process is called sshd too). sshd re-executes itself on a reload and keeps every
- * session, this one included; the script returns once the listener has new listening sockets
- * (so the next connection gets the new settings). Last line: `sshd-reload: HOW`.
+ * beside each, then one rename; an existing file keeps its mode and owner; a binary one is
+ * carried in base64); then `sshd -t`, the checks of the files written (`verify`: a KRL
+ * ssh-keygen can read, a host certificate sshd -t does not complain of) and the effect checks
+ * (`sshd -T`: a value read before the drop-in would win). Any failure puts every file back and
+ * prints one line on stderr: the device is left as it was. Only then the backups are written
+ * and sshd reloaded: `systemctl reload` of the running ssh or sshd unit, else SIGHUP to the
+ * listener in sshd's PidFile (never by name: on OpenSSH 9 every session process is called sshd
+ * too). sshd re-executes itself on a reload and keeps every session, this one included; the
+ * script goes on once the listener has new listening sockets (so the next connection gets the
+ * new settings). Then the removals marked `afterReload` (files the old configuration named), a
+ * failure there a warning line. Last line: `sshd-reload: HOW`.
  */
-export function changeSshdConfig(writes: readonly ConfigWrite[], checks: readonly EffectCheck[]): Script {
+export function changeSshdConfig(writes: readonly ConfigWrite[], checks: readonly EffectCheck[], verify: readonly FileVerification[] = []): Script {
   const lines: Script[] = [sh`set -u`, sh`umask 022`, sh`export LC_ALL=C`, findSshd, sh`work=$(mktemp -d) || exit 1`, sh`trap 'rm -rf "$work"' EXIT`, configFunctions];
+  const now = writes.map((w, i) => ({ w, i })).filter(({ w }) => !w.afterReload);
+  const later = writes.filter((w) => w.afterReload);
   writes.forEach((w, i) => {
     const changed = w.expectSha256 === undefined ? `${w.path} appeared since enrollment read the device` : `${w.path} changed since it was read`;
     lines.push(sh`unchanged ${w.path} ${w.expectSha256 ?? ""} || fail ${`${changed}: nothing was changed; run it again`}`);
-    lines.push(sh`keep ${i} "$(target ${w.path})" || fail ${`could not keep a copy of ${w.path}: nothing was changed`}`);
+    if (!w.afterReload) lines.push(sh`keep ${i} "$(target ${w.path})" || fail ${`could not keep a copy of ${w.path}: nothing was changed`}`);
   });
-  lines.push(Script.lines(sh`restore() {`, ...writes.map((w, i) => sh`  put_back ${i} ${w.path}`).reverse(), sh`  :`, sh`}`));
-  writes.forEach((w, i) => {
+  lines.push(Script.lines(sh`restore() {`, ...now.map(({ w, i }) => sh`  put_back ${i} ${w.path}`).reverse(), sh`  :`, sh`}`));
+  for (const { w, i } of now) {
     lines.push(
       w.text === undefined
         ? sh`drop ${w.path} || { restore; fail ${`could not remove ${w.path}; ${AS_WAS}`}; }`
-        : sh`put ${i} ${w.path} ${w.mode} ${w.dirMode} ${w.text} || { restore; fail ${`could not write ${w.path}; ${AS_WAS}`}; }`,
+        : w.encoding === "base64"
+          ? sh`put ${i} ${w.path} ${w.mode} ${w.dirMode} ${w.text} base64 || { restore; fail ${`could not write ${w.path}; ${AS_WAS}`}; }`
+          : sh`put ${i} ${w.path} ${w.mode} ${w.dirMode} ${w.text} || { restore; fail ${`could not write ${w.path}; ${AS_WAS}`}; }`,
     );
-  });
+  }
   lines.push(sh`if ! out=$("$sshd" -t 2>&1); then restore; fail "sshd -t refused the new configuration: $(printf '%s\\n' "$out" | tr -d '\\r' | grep -v -e '^$' -e 'terminating, [0-9]* bad configuration option' | tail -n 1);" ${AS_WAS}; fi`);
+  for (const v of verify) {
+    if (v.kind === "krl") {
+      // ssh-keygen -Q: 0 nothing revoked, 1 the probe revoked, anything else a KRL it can't read.
+      lines.push(sh`ssh-keygen -Q -f ${v.path} ${v.probe} >"$work/krl" 2>&1; rc=$?; [ "$rc" -le 1 ] || { why=$(tr -d '\\r' < "$work/krl" | tail -n 1); restore; fail ${`${v.path} is not a revocation list ssh-keygen can read (`}"$why"${`): sshd would refuse every key; ${AS_WAS}`}; }`);
+    } else {
+      lines.push(sh`if printf '%s\\n' "$out" | grep -qF -- ${v.path}; then why=$(printf '%s\\n' "$out" | tr -d '\\r' | grep -F -m 1 -- ${v.path}); restore; fail "sshd -t: $why;" ${AS_WAS}; fi`);
+    }
+  }
   for (const spec of [...new Set(checks.map((c) => c.spec))]) {
     const who = spec === undefined ? "every connection" : `a connection with ${spec}`;
     lines.push(spec === undefined ? sh`eff=$("$sshd" -T 2>&1)` : sh`eff=$("$sshd" -T -C ${spec} 2>&1)`);
@@ -267,14 +286,19 @@ export function changeSshdConfig(writes: readonly ConfigWrite[], checks: readonl
     }
   }
   writes.forEach((w, i) => {
-    if (w.backup) lines.push(sh`backup ${i} ${w.backup} || { restore; fail ${`could not back ${w.path} up to ${w.backup}; ${AS_WAS}`}; }`);
+    if (w.backup && !w.afterReload) lines.push(sh`backup ${i} ${w.backup} || { restore; fail ${`could not back ${w.path} up to ${w.backup}; ${AS_WAS}`}; }`);
   });
-  lines.push(reloadSshd());
+  const afterReload = Script.lines(
+    sh`:`,
+    ...later.map((w) => sh`drop ${w.path} || echo ${`warning: ${w.path} could not be removed (sshd no longer names it): remove it by hand`} >&2`),
+    ...[...new Set(later.flatMap((w) => (w.dropDir ? [w.dropDir] : [])))].map((d) => sh`rmdir ${d} 2>/dev/null || true`),
+  );
+  lines.push(reloadSshd(afterReload));
   return Script.lines(...lines);
 }
 
-/** The listener's reload (see changeSshdConfig); `fail` and `restore` are the caller's. */
-function reloadSshd(): Script {
+/** The listener's reload (see changeSshdConfig), then `after`; `fail` and `restore` are the caller's. */
+function reloadSshd(after: Script): Script {
   return Script.lines(
     // The listening TCP sockets of process $1, by inode: its fds that /proc/net/tcp* lists in state LISTEN (0A).
     sh`listening() {`,
@@ -293,13 +317,18 @@ function reloadSshd(): Script {
     sh`  if [ -n "$pidfile" ] && [ -r "$pidfile" ]; then pid=$(cat "$pidfile"); fi`,
     sh`  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then how="kill -HUP $pid"; fi`,
     sh`fi`,
-    sh`if [ -z "$how" ]; then echo 'sshd-reload: none (no sshd runs: it reads the new configuration when it starts)'; exit 0; fi`,
+    sh`if [ -z "$how" ]; then`,
+    after,
+    sh`  echo 'sshd-reload: none (no sshd runs: it reads the new configuration when it starts)'`,
+    sh`  exit 0`,
+    sh`fi`,
     sh`before=$(listening "$pid")`,
     sh`$how || { restore; fail "$how failed; the device's sshd configuration is as it was"; }`,
     // Bounded: a re-exec takes milliseconds; an sshd that is not back in 60 s needs a person.
     sh`replaced() { now=$(listening "$pid"); [ -n "$now" ] || return 1; for x in $before; do case " $now " in *" $x "*) return 1 ;; esac; done; }`,
     sh`tries=0`,
     sh`if [ -n "$before" ]; then until replaced; do tries=$((tries + 1)); [ "$tries" -lt 240 ] || fail "sshd did not listen again within 60 s of $how: see its log on the device (journalctl -u ssh)"; sleep 0.25; done; fi`,
+    after,
     sh`echo "sshd-reload: $how"`,
   );
 }

@@ -6,12 +6,14 @@ import { AGENT_CONF_DIR, agentPath } from "../../lib/contract/agent.ts";
 import { authorizedKeys, parsePublicKey, type PublicKey } from "../../lib/keys.ts";
 import type { Script } from "../../lib/shell.ts";
 import { ExitError, EXIT } from "../errors.ts";
+import { parseEpochSeconds, type ClockReading } from "./certs.ts";
 import {
   asRoot,
   authorizeKey,
   changeSshdConfig,
   deauthorizeKey,
   ensureDeviceKey,
+  epochSeconds,
   hasCommand,
   hasSshd,
   inSh,
@@ -25,7 +27,10 @@ import {
   whoami,
   writeFileFromStdin,
 } from "./commands.ts";
-import { parseSshdT, planDropInRemoval, SSHD_CONFIG, SSHD_DROP_IN, SSHD_INCLUDE_MARKER, TUNNEL_SOURCES, tunnelConnectionSpec, type FileState, type SshdChange, type SshdState } from "./sshd.ts";
+import { ownedFiles, parseSshdT, planDropInRemoval, SSHD_CONFIG, SSHD_DROP_IN, SSHD_INCLUDE_MARKER, TUNNEL_SOURCES, tunnelConnectionSpec, type FileState, type SshdChange, type SshdState } from "./sshd.ts";
+
+/** The host key a host certificate is made for (the drop-in's HostCertificate names its certificate). */
+export const ED25519_HOST_KEY = "/etc/ssh/ssh_host_ed25519_key.pub";
 
 /** sshd -t's complaint: its last line but the "terminating, N bad configuration options" summary (stderr lines end in \r\n). */
 export function sshdComplaint(output: string): string | undefined {
@@ -138,6 +143,16 @@ export class Device {
     return state === "present" && sha256 ? { text: Buffer.from(body, "base64").toString("utf8"), sha256 } : {};
   }
 
+  /** The files of the drop-in's sections (ownedFiles) as they are now; absent ones are not in the map. */
+  async ownedFiles(user: string): Promise<Map<string, FileState>> {
+    const out = new Map<string, FileState>();
+    for (const file of ownedFiles(user)) {
+      const now = await this.readExact(file);
+      if (now.text !== undefined) out.set(file, now);
+    }
+    return out;
+  }
+
   /**
    * The device's sshd as it is now (as root: `sshd -T` reads the host keys): its version, its
    * effective settings for everyone and for a tunnel connection logging in as `user`, and the
@@ -155,12 +170,12 @@ export class Device {
       await this.readExact(SSHD_DROP_IN),
       await this.readExact(SSHD_INCLUDE_MARKER),
     ];
-    return { kind: "ok", state: { version, global, tunnel, mainConfig, dropIn, marker } };
+    return { kind: "ok", state: { version, global, tunnel, mainConfig, dropIn, marker, owned: await this.ownedFiles(user) } };
   }
 
   /** Applies a change to the device's sshd (changeSshdConfig: all or nothing); returns how sshd was reloaded. */
-  async changeSshd(change: Pick<SshdChange, "writes" | "checks">): Promise<string> {
-    const r = await this.run(changeSshdConfig(change.writes, change.checks), { root: true, check: false });
+  async changeSshd(change: Pick<SshdChange, "writes" | "checks" | "verify">): Promise<string> {
+    const r = await this.run(changeSshdConfig(change.writes, change.checks, change.verify), { root: true, check: false });
     if (r.code !== 0) {
       throw new ExitError(EXIT.device, `on the device ${this.name}, ${(r.stderr.trim() || r.stdout.trim()).split("\n").pop() ?? `the sshd change failed (exit ${r.code})`}`);
     }
@@ -169,14 +184,43 @@ export class Device {
 
   /**
    * revoke-device: the drop-in goes, and the Include line if enrollment added it (the marker
-   * says), checked with sshd -t and reloaded. Returns the files changed and any warning.
+   * says), checked with sshd -t and reloaded; then the files of its sections (certificates).
+   * Returns the files changed and any warning.
    */
   async removeSshdDropIn(): Promise<{ changed: string[]; warnings: string[]; how?: string }> {
     if ((await this.run(hasSshd(), { root: true, check: false })).code !== 0) return { changed: [], warnings: [] };
-    const change = planDropInRemoval({ mainConfig: await this.readExact(SSHD_CONFIG), dropIn: await this.readExact(SSHD_DROP_IN), marker: await this.readExact(SSHD_INCLUDE_MARKER) });
+    const { user } = await this.whoami();
+    const change = planDropInRemoval({
+      mainConfig: await this.readExact(SSHD_CONFIG),
+      dropIn: await this.readExact(SSHD_DROP_IN),
+      marker: await this.readExact(SSHD_INCLUDE_MARKER),
+      owned: await this.ownedFiles(user),
+    });
     if (!change.writes.length) return { changed: [], warnings: change.warnings };
     const how = await this.changeSshd(change);
     return { changed: change.writes.map((w) => w.path), warnings: change.warnings, how };
+  }
+
+  /** One reading of the device's clock against this machine's (see certs.ts clockOffset). */
+  async clock(): Promise<ClockReading> {
+    const sentMs = Date.now();
+    const out = (await this.run(epochSeconds())).stdout;
+    const receivedMs = Date.now();
+    const deviceSeconds = parseEpochSeconds(out);
+    if (deviceSeconds === undefined) throw new ExitError(EXIT.device, `on the device ${this.name}, \`date +%s\` printed ${JSON.stringify(out.trim().slice(0, 40))}, not a time`);
+    return { sentMs, deviceSeconds, receivedMs };
+  }
+
+  /** The public half of the device's ed25519 host key (what its host certificate certifies), when it has one. */
+  async ed25519HostKey(): Promise<PublicKey | undefined> {
+    const f = await this.readExact(ED25519_HOST_KEY);
+    if (f.text === undefined) return undefined;
+    try {
+      const key = parsePublicKey(f.text.trim(), `${ED25519_HOST_KEY} on the device`);
+      return key.type === "ssh-ed25519" ? key : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   /** Takes a key out of the login account's authorized_keys (atomically). */

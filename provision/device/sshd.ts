@@ -16,6 +16,7 @@
 import { createHash } from "node:crypto";
 import SSHConfig, { LineType, type Line } from "ssh-config";
 import { AGENT_CONF_DIR, DEFAULT_TARGET } from "../../lib/contract/agent.ts";
+import { DEVICE_CA_PATHS, devicePrincipal, devicePrincipalsFile } from "../../lib/contract/ca.ts";
 
 export const SSHD_DIR = "/etc/ssh";
 export const SSHD_CONFIG = `${SSHD_DIR}/sshd_config`;
@@ -54,6 +55,16 @@ export interface SshdDirective {
   scope: "global" | "tunnel";
   /** the comment above it */
   why: string;
+  /**
+   * Every OpenSSH the kit meets knows it, though `sshd -T` prints it only once it is set
+   * (HostCertificate): kept even when `sshd -T` does not print its keyword.
+   */
+  known?: true;
+  /**
+   * A global directive that must also be what sshd uses for a tunnel connection (a Match block
+   * of the device's own may set it for loopback): its check runs with `sshd -T -C` too.
+   */
+  checkTunnel?: true;
 }
 
 /** What the device's sshd says of itself, read before any change (see Device.sshdState). */
@@ -117,7 +128,35 @@ export interface DropInSection {
    * that has the drop-in, they are the same (that is what makes a re-run change nothing).
    */
   directives(facts: SshdFacts): SshdDirective[];
+  /**
+   * The files its directives name, written by the same change BEFORE the drop-in (never a
+   * drop-in naming a missing file: a missing RevokedKeys file makes sshd refuse every key),
+   * each under its sha256 guard. A file of OWNED_FILES no section wants any more is removed
+   * only after the reload that stops naming it.
+   */
+  files?(): SectionFile[];
+  /** Why it can't go on this device as it is (a setting of the device's own it would silently replace). */
+  conflicts?(facts: SshdFacts): string[];
+  /** What the change script checks on the device once the files are in (before sshd -t passes it). */
+  verify?(): FileVerification[];
 }
+
+/** A file of a section: root's, 0644, under /etc/ssh. */
+export interface SectionFile {
+  path: string;
+  content: string | Buffer;
+  /** the mode of a new file */
+  mode: string;
+  /** the mode of its directory, when the change has to make it */
+  dirMode: string;
+}
+
+/**
+ * A check the change script makes on a file it wrote: `krl` (ssh-keygen -Q reads it: a KRL
+ * that sshd can't read refuses every key) or `sshd-silent` (`sshd -t` says nothing of it:
+ * sshd reports a host certificate it can't use, such as one for another key, and carries on).
+ */
+export type FileVerification = { kind: "krl"; path: string; probe: string } | { kind: "sshd-silent"; path: string };
 
 /** Loopback exempt from PerSourcePenalties (OpenSSH 10: on by default). */
 export const PENALTY_EXEMPTION: DropInSection = {
@@ -150,8 +189,85 @@ export const LOOPBACK_KEYS_ONLY: DropInSection = {
   },
 };
 
-/** The drop-in's sections, in order: every device-side sshd setting of the kit. */
+/** The drop-in's sections, in order: every device-side sshd setting of the kit (a fleet without a CA). */
 export const DROP_IN_SECTIONS: readonly DropInSection[] = [PENALTY_EXEMPTION, LOOPBACK_KEYS_ONLY];
+
+// --- fleet certificates (issue 15) ------------------------------------------------------------
+
+/** What a device gets of the fleet's CA (enrollment puts it together from the CA on the operator's machine). */
+export interface DeviceCertificates {
+  /** the device's name: its account accepts the one principal rtunnel-device:NAME */
+  device: string;
+  /** the user CA's public key line(s), as TrustedUserCAKeys reads them */
+  userCa: string;
+  /** the revocation list (a binary KRL; an empty one when nothing is revoked) */
+  krl: Buffer;
+  /** the certificate of the device's ed25519 host key, one line; absent: the device keeps its plain pin */
+  hostCertificate?: string;
+}
+
+/** The directive values that are ours: the paths of lib/contract/ca.ts. */
+const CA_VALUES = {
+  trustedusercakeys: DEVICE_CA_PATHS.userCa,
+  revokedkeys: DEVICE_CA_PATHS.krl,
+  authorizedprincipalsfile: `${DEVICE_CA_PATHS.principalsDir}/%u`,
+} as const;
+
+/** The files the certificate section may write for `account`: a change removes those no section wants. */
+export function ownedFiles(account: string): string[] {
+  return [DEVICE_CA_PATHS.userCa, DEVICE_CA_PATHS.krl, devicePrincipalsFile(account), DEVICE_CA_PATHS.hostCert];
+}
+
+/**
+ * USER_CERTIFICATES: present only when the fleet has a CA. Every connection (the tunnel's and
+ * the LAN's): the user CA is trusted (TrustedUserCAKeys), the KRL refuses what it revokes,
+ * plain keys included (RevokedKeys), and a certificate logs in to an account only with a
+ * principal of that account's file (AuthorizedPrincipalsFile; the device account's holds
+ * rtunnel-device:NAME; other accounts have none, so no certificate logs in to them; keys in
+ * authorized_keys are not concerned); and the host key carries its certificate (HostCertificate).
+ */
+export const USER_CERTIFICATES = "user-certificates";
+
+export function userCertificates(c: DeviceCertificates, account: string): DropInSection {
+  const principal = devicePrincipal(c.device);
+  const why = "Fleet certificates (rtunnel's user CA, its revocation list, and one principal per account).";
+  return {
+    id: USER_CERTIFICATES,
+    directives: () => [
+      { keyword: "TrustedUserCAKeys", value: CA_VALUES.trustedusercakeys, scope: "global", why, checkTunnel: true },
+      { keyword: "RevokedKeys", value: CA_VALUES.revokedkeys, scope: "global", why, checkTunnel: true },
+      { keyword: "AuthorizedPrincipalsFile", value: CA_VALUES.authorizedprincipalsfile, scope: "global", why, checkTunnel: true },
+      ...(c.hostCertificate === undefined
+        ? []
+        : [{ keyword: "HostCertificate", value: DEVICE_CA_PATHS.hostCert, scope: "global" as const, why: "The device's host key, certified by rtunnel's host CA (laptops trust the CA for its name).", known: true as const }]),
+    ],
+    files: () => [
+      { path: DEVICE_CA_PATHS.userCa, content: withNewline(c.userCa), mode: "644", dirMode: "755" },
+      { path: DEVICE_CA_PATHS.krl, content: c.krl, mode: "644", dirMode: "755" },
+      { path: devicePrincipalsFile(account), content: `${principal}\n`, mode: "644", dirMode: "755" },
+      ...(c.hostCertificate === undefined ? [] : [{ path: DEVICE_CA_PATHS.hostCert, content: withNewline(c.hostCertificate), mode: "644", dirMode: "755" }]),
+    ],
+    conflicts: (facts) =>
+      Object.entries(CA_VALUES).flatMap(([keyword, ours]) => {
+        const now = facts.global.get(keyword);
+        return now === undefined || now === "none" || now === ours
+          ? []
+          : [`its sshd already sets ${keyword} ${now}, which rtunnel's drop-in would replace: move that setting out (or merge it by hand) before enrolling with certificates`];
+      }),
+    verify: () => [
+      { kind: "krl", path: DEVICE_CA_PATHS.krl, probe: DEVICE_CA_PATHS.userCa },
+      ...(c.hostCertificate === undefined ? [] : [{ kind: "sshd-silent" as const, path: DEVICE_CA_PATHS.hostCert }]),
+    ],
+  };
+}
+
+const withNewline = (text: string) => (text.endsWith("\n") ? text : `${text}\n`);
+
+/** The drop-in's sections for this fleet: with its certificates when it has a CA. */
+export function dropInSections(certs?: DeviceCertificates, account?: string): DropInSection[] {
+  if (certs && account === undefined) throw new Error("dropInSections: the certificate section needs the device account");
+  return [...DROP_IN_SECTIONS, ...(certs ? [userCertificates(certs, account!)] : [])];
+}
 
 /**
  * The drop-in's directives for this sshd, in order. A directive whose keyword this sshd does
@@ -170,7 +286,7 @@ export function tunnelDirectives(facts: SshdFacts, sections: readonly DropInSect
       all.push(d);
     }
   }
-  return all.filter((d) => facts.global.has(d.keyword.toLowerCase()));
+  return all.filter((d) => d.known || facts.global.has(d.keyword.toLowerCase()));
 }
 
 /** A comment wrapped at 92 columns. */
@@ -220,7 +336,8 @@ export interface EffectCheck {
 export function effectChecks(directives: readonly SshdDirective[], user: string): EffectCheck[] {
   return directives.flatMap((d) => {
     const line = `${d.keyword.toLowerCase()} ${d.value}`;
-    return d.scope === "global" ? [{ line }] : TUNNEL_SOURCES.map((a) => ({ spec: tunnelConnectionSpec(user, a), line }));
+    const tunnel = TUNNEL_SOURCES.map((a) => ({ spec: tunnelConnectionSpec(user, a), line }));
+    return d.scope === "global" ? [{ line }, ...(d.checkTunnel ? tunnel : [])] : tunnel;
   });
 }
 
@@ -336,13 +453,16 @@ export interface FileState {
   sha256?: string;
 }
 
-export const sha256 = (text: string) => createHash("sha256").update(text, "utf8").digest("hex");
+export const sha256 = (text: string | Buffer) => createHash("sha256").update(text).digest("hex");
+const shaOf = (f: FileState) => f.sha256 ?? (f.text === undefined ? undefined : sha256(f.text));
 
 /** One file the change writes (or removes), guarded by what the plan read. */
 export interface ConfigWrite {
   path: string;
   /** the new content; undefined: the file goes */
   text?: string;
+  /** `base64`: `text` is the base64 of the file's bytes (a binary KRL) */
+  encoding?: "base64";
   /** the file's sha256 as the plan read it; undefined: it was absent */
   expectSha256?: string;
   /** where its old content is copied once the change is validated */
@@ -351,11 +471,20 @@ export interface ConfigWrite {
   mode: string;
   /** the mode of its directory, when the change has to make it */
   dirMode: string;
+  /**
+   * A removal made only once sshd was reloaded without a directive naming the file (a
+   * RevokedKeys file removed while sshd still names it would refuse every key); with `dropDir`,
+   * that directory goes too when it is left empty.
+   */
+  afterReload?: true;
+  dropDir?: string;
 }
 
 export interface SshdChange {
   writes: ConfigWrite[];
   checks: EffectCheck[];
+  /** checks of the files written, by the change script (see FileVerification) */
+  verify?: FileVerification[];
   /** what it does, for the plan and the progress lines */
   summary: string[];
 }
@@ -364,18 +493,58 @@ export interface SshdState extends SshdFacts {
   mainConfig: FileState;
   dropIn: FileState;
   marker: FileState;
+  /** the files of ownedFiles() as read (absent from the map: absent on the device) */
+  owned?: ReadonlyMap<string, FileState>;
 }
 
 const write = (path: string, now: FileState, text: string | undefined, mode: string, backup?: string): ConfigWrite => ({
-  path, text, mode, dirMode: path.startsWith(`${AGENT_CONF_DIR}/`) ? "700" : "755", ...(now.text !== undefined ? { expectSha256: now.sha256 ?? sha256(now.text) } : {}), ...(backup ? { backup } : {}),
+  path, text, mode, dirMode: path.startsWith(`${AGENT_CONF_DIR}/`) ? "700" : "755", ...(now.text !== undefined ? { expectSha256: shaOf(now) } : {}), ...(backup ? { backup } : {}),
 });
 
-/** Enrollment's change to the device's sshd; no writes when it is in place already. */
-export function planDropIn(state: SshdState, user: string, sections: readonly DropInSection[] = DROP_IN_SECTIONS): SshdChange & { directives: SshdDirective[] } {
-  const directives = tunnelDirectives(state, sections);
-  const text = renderDropIn(directives);
+/** The writes of the sections' files whose content differs on the device (before the drop-in: see DropInSection.files). */
+function sectionFileWrites(sections: readonly DropInSection[], owned: ReadonlyMap<string, FileState>): { writes: ConfigWrite[]; wanted: Set<string> } {
   const writes: ConfigWrite[] = [];
+  const wanted = new Set<string>();
+  for (const f of sections.flatMap((x) => x.files?.() ?? [])) {
+    wanted.add(f.path);
+    const now = owned.get(f.path) ?? {};
+    if (shaOf(now) === sha256(f.content)) continue;
+    const binary = Buffer.isBuffer(f.content);
+    writes.push({
+      ...write(f.path, now, binary ? (f.content as Buffer).toString("base64") : (f.content as string), f.mode),
+      dirMode: f.dirMode,
+      ...(binary ? { encoding: "base64" as const } : {}),
+    });
+  }
+  return { writes, wanted };
+}
+
+/** The removals, after the reload, of the owned files present on the device that no section wants. */
+function orphanRemovals(owned: ReadonlyMap<string, FileState>, wanted: ReadonlySet<string>): ConfigWrite[] {
+  return [...owned]
+    .filter(([path, now]) => now.text !== undefined && !wanted.has(path))
+    .map(([path, now]) => ({
+      ...write(path, now, undefined, "644"),
+      afterReload: true as const,
+      ...(path.startsWith(`${DEVICE_CA_PATHS.principalsDir}/`) ? { dropDir: DEVICE_CA_PATHS.principalsDir } : {}),
+    }));
+}
+
+/**
+ * Enrollment's change to the device's sshd; no writes when it is in place already. The
+ * sections' files come first (the drop-in never names a file that is not there), then the
+ * drop-in and the Include line; files of the kit that no section wants any more (a CA removed)
+ * go after the reload. `conflicts`: why the sections can't go on this device as it is.
+ */
+export function planDropIn(state: SshdState, user: string, sections: readonly DropInSection[] = DROP_IN_SECTIONS): SshdChange & { directives: SshdDirective[]; conflicts: string[] } {
+  const directives = tunnelDirectives(state, sections);
+  const conflicts = sections.flatMap((x) => x.conflicts?.(state) ?? []);
+  const text = renderDropIn(directives);
+  const owned = state.owned ?? new Map<string, FileState>();
+  const files = sectionFileWrites(sections, owned);
+  const writes: ConfigWrite[] = [...files.writes];
   const summary: string[] = [];
+  if (files.writes.length) summary.push(`write ${files.writes.map((w) => w.path).join(", ")} (before the drop-in that names them)`);
   if (state.dropIn.text !== text) {
     writes.push(write(SSHD_DROP_IN, state.dropIn, text, "644", SSHD_DROP_IN_BACKUP));
     summary.push(`${state.dropIn.text === undefined ? "write" : "rewrite"} ${SSHD_DROP_IN} for ${state.version || "this sshd"}: ${describeDirectives(directives)}`);
@@ -386,11 +555,19 @@ export function planDropIn(state: SshdState, user: string, sections: readonly Dr
     writes.push(write(SSHD_INCLUDE_MARKER, state.marker, `${INCLUDE_LINES.join("\n")}\n`, "600"));
     summary.push(`add "Include ${SSHD_DROP_IN}" at the top of ${SSHD_CONFIG} (it reads no sshd_config.d; backed up to ${SSHD_CONFIG_BACKUP}), noted in ${SSHD_INCLUDE_MARKER}`);
   }
-  return { writes, checks: writes.length ? effectChecks(directives, user) : [], summary, directives };
+  const orphans = orphanRemovals(owned, files.wanted);
+  if (orphans.length) summary.push(`remove ${orphans.map((w) => w.path).join(", ")} once sshd no longer names them`);
+  writes.push(...orphans);
+  const verify = writes.length ? sections.flatMap((x) => x.verify?.() ?? []) : [];
+  return { writes, checks: writes.length ? effectChecks(directives, user) : [], ...(verify.length ? { verify } : {}), summary, directives, conflicts };
 }
 
-/** revoke-device's change: the drop-in goes, and the Include line if enrollment added it. */
-export function planDropInRemoval(state: Pick<SshdState, "mainConfig" | "dropIn" | "marker">): SshdChange & { warnings: string[] } {
+/**
+ * revoke-device's change: the drop-in goes, and the Include line if enrollment added it; the
+ * files of its sections (the CA key, the KRL, the principals, the host certificate) once sshd
+ * was reloaded without them.
+ */
+export function planDropInRemoval(state: Pick<SshdState, "mainConfig" | "dropIn" | "marker" | "owned">): SshdChange & { warnings: string[] } {
   const writes: ConfigWrite[] = [];
   const summary: string[] = [];
   const warnings: string[] = [];
@@ -409,5 +586,8 @@ export function planDropInRemoval(state: Pick<SshdState, "mainConfig" | "dropIn"
     }
     writes.push(write(SSHD_INCLUDE_MARKER, state.marker, undefined, "600"));
   }
+  const orphans = orphanRemovals(state.owned ?? new Map(), new Set());
+  if (orphans.length) summary.push(`remove ${orphans.map((w) => w.path).join(", ")} once sshd no longer names them`);
+  writes.push(...orphans);
   return { writes, checks: [], summary, warnings };
 }

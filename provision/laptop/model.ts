@@ -6,6 +6,13 @@
 //
 // The fragment holds one relay hop today; the model keeps its relay under a name so that a
 // second relay can be added later without changing the shape of the devices.
+//
+// With fleet certificates (issue 15): a device whose host key carries a certificate of the
+// fleet's host CA is trusted through one `@cert-authority` line for its exact HostKeyAlias
+// (never a wildcard: a CA line must not vouch for a name the kit does not own), and its plain
+// pin goes (an old pin next to a CA line makes ssh report a changed key after a legitimate
+// re-key); a laptop with a user certificate names it with `CertificateFile` on both hops
+// (`IdentitiesOnly yes` is there already: an agent holding many keys offers none of them).
 import SSHConfig, { LineType, type Line } from "ssh-config";
 import { NAME_PATTERN } from "../../lib/contract/relay.ts";
 import { InputError, show } from "../../lib/input.ts";
@@ -66,6 +73,8 @@ export interface LaptopModel {
   /** ssh_config spellings (see validate.ts configPath): already safe, `~/` where possible */
   identityFile: string;
   knownHostsFile: string;
+  /** this laptop's user certificate (CertificateFile on both hops), when it has one */
+  certificateFile?: string;
   relays: Map<string, RelayHop>;
   devices: Map<string, DeviceHost>;
   known: KnownHostsLine[];
@@ -89,8 +98,8 @@ const valueOf = (line: Line): string => {
 };
 
 /** The directives the renderer writes in each kind of block: everything else is an Option. */
-const RELAY_OWN = new Set(["hostname", "port", "user", "identityfile", "identitiesonly", "userknownhostsfile", "stricthostkeychecking", "controlmaster", "controlpath", "controlpersist"]);
-const DEVICE_OWN = new Set(["hostname", "port", "user", "proxyjump", "hostkeyalias", "identityfile", "identitiesonly", "userknownhostsfile", "stricthostkeychecking"]);
+const RELAY_OWN = new Set(["hostname", "port", "user", "identityfile", "certificatefile", "identitiesonly", "userknownhostsfile", "stricthostkeychecking", "controlmaster", "controlpath", "controlpersist"]);
+const DEVICE_OWN = new Set(["hostname", "port", "user", "proxyjump", "hostkeyalias", "identityfile", "certificatefile", "identitiesonly", "userknownhostsfile", "stricthostkeychecking"]);
 
 /**
  * The model of a fragment and known_hosts file this kit wrote. Blocks it can't read back (a
@@ -117,8 +126,10 @@ export function readModel(fragment: string | undefined, known: string | undefine
     if (name === RELAY_ALIAS) {
       const identity = get("IdentityFile");
       const knownHosts = get("UserKnownHostsFile");
+      const certificate = get("CertificateFile");
       if (identity) model.identityFile = identity;
       if (knownHosts) model.knownHostsFile = knownHosts;
+      if (certificate) model.certificateFile = certificate;
       try {
         const cm = get("ControlMaster")?.toLowerCase();
         model.relays.set(RELAY_ALIAS, {
@@ -162,24 +173,55 @@ export function withRelay(m: LaptopModel, relay: { host: string; port: number; h
   return { ...m, relays: new Map(m.relays).set(RELAY_ALIAS, hop), known };
 }
 
-/** Adds or replaces one device (by name) and pins its host key; its kept options stay. */
-export function withDevice(m: LaptopModel, d: { name: string; port: number; user: string; hostKey: Pick<PublicKey, "type" | "base64"> }): LaptopModel {
+/** How the laptop trusts a device's host key: its key pinned, or the fleet's host CA for its HostKeyAlias. */
+export type DeviceTrust = { hostKey: Pick<PublicKey, "type" | "base64">; hostCa?: undefined } | { hostCa: Pick<PublicKey, "type" | "base64">; hostKey?: Pick<PublicKey, "type" | "base64"> };
+
+/**
+ * Adds or replaces one device (by name) and trusts its host key; its kept options stay. With
+ * `hostCa` (the device has a host certificate of that CA), one `@cert-authority` line for its
+ * HostKeyAlias replaces its plain pin; without, the pin replaces any CA line it had.
+ */
+export function withDevice(m: LaptopModel, d: { name: string; port: number; user: string } & DeviceTrust): LaptopModel {
   validateDeviceName(d.name);
   const old = m.devices.get(d.name);
   const devices = new Map(m.devices).set(d.name, { name: d.name, port: d.port, user: d.user, extra: old?.extra ?? [] });
-  return { ...m, devices, known: upsertKnownHost(m.known, { pattern: hostKeyAlias(d.name), key: d.hostKey }) };
+  return { ...m, devices, known: trust(m.known, d.name, d) };
 }
 
-/** Without one device: its Host block and its pinned host key. */
+/**
+ * The known_hosts lines with `device` trusted as `t` says and by nothing else of ours: its
+ * plain pins and its CA lines give way to one line, in the place of the first of them.
+ */
+function trust(known: readonly KnownHostsLine[], device: string, t: DeviceTrust): KnownHostsLine[] {
+  const alias = hostKeyAlias(device);
+  const ours = (l: KnownHostsLine) => "entry" in l && l.entry.pattern === alias && (l.entry.marker === undefined || l.entry.marker === "@cert-authority");
+  const at = known.findIndex(ours);
+  const rest = known.filter((l) => !ours(l));
+  const line: KnownHostsLine = { entry: t.hostCa ? { marker: "@cert-authority", pattern: alias, key: t.hostCa } : { pattern: alias, key: t.hostKey } };
+  return [...rest.slice(0, at < 0 ? rest.length : at), line, ...rest.slice(at < 0 ? rest.length : at)];
+}
+
+/** Without one device: its Host block, its pinned host key and its CA line. */
 export function withoutDevice(m: LaptopModel, name: string): LaptopModel {
   const devices = new Map(m.devices);
   devices.delete(name);
-  return { ...m, devices, known: removeKnownHost(m.known, hostKeyAlias(name)) };
+  return { ...m, devices, known: removeKnownHost(removeKnownHost(m.known, hostKeyAlias(name)), hostKeyAlias(name), "@cert-authority") };
 }
 
 /** The device's pinned host key fingerprint is what the model holds under its HostKeyAlias. */
 export function pinnedDeviceKey(m: LaptopModel, device: string): Pick<PublicKey, "type" | "base64"> | undefined {
   return entries(m.known).find((e) => e.pattern === hostKeyAlias(device) && !e.marker)?.key;
+}
+
+/** The host CA this laptop trusts for `device` (its `@cert-authority` line), when it has one. */
+export function deviceHostCa(m: LaptopModel, device: string): Pick<PublicKey, "type" | "base64"> | undefined {
+  return entries(m.known).find((e) => e.pattern === hostKeyAlias(device) && e.marker === "@cert-authority")?.key;
+}
+
+/** This laptop's user certificate on both hops (CertificateFile), or none. */
+export function withCertificateFile(m: LaptopModel, certificateFile: string | undefined): LaptopModel {
+  const { certificateFile: _old, ...rest } = m;
+  return certificateFile === undefined ? rest : { ...rest, certificateFile };
 }
 
 // --- rendering -----------------------------------------------------------------------------
@@ -201,8 +243,10 @@ function optionLine([param, value]: Option): string {
 export function renderFragment(m: LaptopModel): string {
   const identity = checkPathValue(m.identityFile);
   const knownHosts = checkPathValue(m.knownHostsFile);
-  // Both hops: this laptop's key only, and the host key pinned in our own known_hosts.
-  const pinnedIdentity = [`  IdentityFile ${identity}`, "  IdentitiesOnly yes", `  UserKnownHostsFile ${knownHosts}`, "  StrictHostKeyChecking yes"];
+  // Both hops: this laptop's key (and its certificate) only, never every key of an agent (a
+  // server counts each offer against MaxAuthTries), and the host key pinned in our own known_hosts.
+  const certificate = m.certificateFile === undefined ? [] : [`  CertificateFile ${checkPathValue(m.certificateFile)}`];
+  const pinnedIdentity = [`  IdentityFile ${identity}`, ...certificate, "  IdentitiesOnly yes", `  UserKnownHostsFile ${knownHosts}`, "  StrictHostKeyChecking yes"];
   const lines = [...HEADER, ""];
   const hop = m.relays.get(RELAY_ALIAS);
   if (!hop) throw new InputError("the laptop's ssh_config needs the relay hop before any device");
@@ -239,6 +283,7 @@ export function renderFragment(m: LaptopModel): string {
   return `${lines.join("\n")}\n`;
 }
 
+// Unchanged with certificates: a fleet without a CA gets the same bytes as before.
 export const KNOWN_HOSTS_HEADER = "# Written by rtunnel: the relay's and the enrolled devices' host keys (pinned).";
 
 /** The text of known_hosts.rtunnel: our header once, then every line in order. */
@@ -253,16 +298,20 @@ export function renderKnown(m: LaptopModel): string {
 export const LAPTOP_FILES = ["config.d/rtunnel", "known_hosts.rtunnel", "config"] as const;
 
 /**
- * Pure: another laptop's three files (add-client --out, and the fixtures' laptops), paths
- * spelled with ~/ so they work in that laptop's own ~/.ssh; the relay hop multiplexed unless
- * that laptop can't (Windows' OpenSSH has no ControlMaster).
+ * Pure: another laptop's three files (add-client --out, grant --out, and the fixtures'
+ * laptops), paths spelled with ~/ so they work in that laptop's own ~/.ssh; the relay hop
+ * multiplexed unless that laptop can't (Windows' OpenSSH has no ControlMaster). A device with
+ * `hostCa` is trusted through the CA line (see withDevice); `certificateFile` (a `~/` path)
+ * is that laptop's user certificate.
  */
 export function renderLaptopFiles(o: {
   relay: { host: string; port: number; hostKey: PublicKey };
-  devices: readonly { name: string; port: number; user: string; hostKey: Pick<PublicKey, "type" | "base64"> }[];
+  devices: readonly ({ name: string; port: number; user: string } & DeviceTrust)[];
   multiplex: boolean;
+  certificateFile?: string;
 }): Record<(typeof LAPTOP_FILES)[number], string> {
   let model = withRelay(emptyModel({ identityFile: "~/.ssh/id_ed25519", knownHostsFile: "~/.ssh/known_hosts.rtunnel" }), o.relay, o.multiplex ? { multiplex: "on", controlPath: "~/.ssh/rtunnel-%C" } : {});
+  model = withCertificateFile(model, o.certificateFile);
   for (const d of o.devices) model = withDevice(model, d);
   return { "config.d/rtunnel": renderFragment(model), "known_hosts.rtunnel": renderKnown(model), config: ensureInclude(undefined, "~/.ssh/config.d/rtunnel").text };
 }
