@@ -9,7 +9,6 @@ import { ExitError, EXIT } from "./errors.ts";
 import { auditRelay, renderAudit } from "./commands/audit.ts";
 import { addClient, removeClient } from "./commands/clients.ts";
 import { certificateLines, renderList, statusExitCode, statusRelay, summaryLine } from "./commands/status.ts";
-import { installKrl } from "./commands/certs.ts";
 import { revokeDevice } from "./commands/revoke.ts";
 import { rotateKey } from "./commands/rotate.ts";
 import { InputError } from "../lib/input.ts";
@@ -17,7 +16,7 @@ import { USER_CERT_LIFETIME } from "../lib/contract/ca.ts";
 import { PASSPHRASE_FILE_ENV } from "./ca/askpass.ts";
 import { caInit, caInspect, caLoad, caPush, caShow, renderCaInspect, renderCaShow } from "./commands/ca.ts";
 import { grant, login, type CertResult } from "./commands/grant.ts";
-import { relayNotUpdated, revokeCert } from "./commands/revokeCert.ts";
+import { revokeCert } from "./commands/revokeCert.ts";
 
 const err = (line: string) => process.stderr.write(`${line}\n`);
 
@@ -229,10 +228,9 @@ export function program(): Command {
     },
   );
   common(ca.command("push").description("send the user CA key and the current KRL to the relay (set-user-ca, set-krl), and the KRL to every device enrolled from here that does not have it")).action(async (o: Opts) => {
-    const r = await caPush({ ...fleet(o), installKrl });
+    const r = await caPush(fleet(o));
     if (o.json) printJson(r);
-    else err(`KRL version ${r.krlVersion}: relay ${r.relay.pushed ? "updated" : `NOT updated (${r.relay.why})`}; devices updated: ${r.devices.done.join(", ") || "none"}${r.devices.behind.length ? `; behind: ${r.devices.behind.map((b) => b.name).join(", ")}` : ""}`);
-    if (!r.relay.pushed) throw new Quiet(EXIT.relay);
+    else err(`KRL version ${r.krlVersion}: relay updated; devices updated: ${r.devices.done.join(", ") || "none"}${r.devices.behind.length ? `; behind: ${r.devices.behind.map((b) => b.name).join(", ")}` : ""}`);
   });
 
   caCommon(
@@ -277,11 +275,9 @@ export function program(): Command {
       .option("--no-push", "only record and render the KRL here"),
   ).action(async (target: string | undefined, o: Opts) => {
     if (target === undefined && o.push !== true) throw new ExitError(EXIT.usage, "give a name or serial to revoke, or --push to send the current KRL");
-    const r = await revokeCert({ ...fleet(o), target, push: o.push !== false, installKrl });
+    const r = await revokeCert({ ...fleet(o), target, push: o.push !== false });
     if (o.json) printJson(r);
-    else if (r.relay) err(`KRL version ${r.krl.version}: relay ${r.relay.pushed ? "updated" : "NOT updated"}; devices updated: ${r.devices?.done.join(", ") || "none"}${r.devices?.behind.length ? `; behind (next --push): ${r.devices.behind.map((b) => b.name).join(", ")}` : ""}`);
-    const notUpdated = relayNotUpdated(r);
-    if (notUpdated) throw notUpdated;
+    else if (r.relay) err(`KRL version ${r.krl.version}: relay updated; devices updated: ${r.devices?.done.join(", ") || "none"}${r.devices?.behind.length ? `; behind (next --push): ${r.devices.behind.map((b) => b.name).join(", ")}` : ""}`);
   });
   return p;
 }

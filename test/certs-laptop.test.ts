@@ -1,5 +1,5 @@
-// The laptop side of fleet certificates through the commands (issue 15 part C's model in part
-// A's `grant` and `login`): `login` names this laptop's certificate with CertificateFile on
+// The laptop side of fleet certificates through the commands (the laptop model's certificate lines in
+// `grant` and `login`): `login` names this laptop's certificate with CertificateFile on
 // both hops of its own files (and nothing else changes); `grant --out` renders that laptop's
 // files with CertificateFile, IdentitiesOnly and a @cert-authority line for a device that has
 // a host certificate (its pin for one that has none); `ssh -G` reads them as meant. A

@@ -9,9 +9,10 @@ import { addCaToAgent, caInAgent, certificateReport, existingCa, initCa, loadCa,
 import type { CertInfo } from "../ca/certinfo.ts";
 import { krlQueryArgv } from "../ca/keygen.ts";
 import { run } from "../../lib/proc.ts";
-import { pushKrlToDevices, pushToRelay, type DeviceKrlInstaller, type DevicesPush, type RelayPush } from "../ca/push.ts";
+import { pushKrlToDevices, pushToRelay, type DevicesPush, type RelayPush } from "../ca/push.ts";
 import { readDeviceRecords, readIssued, readRevoked } from "../ca/records.ts";
 import { currentKrl, krlVersion } from "../ca/revocation.ts";
+import { installKrl } from "./certs.ts";
 import { openFleet, readLaptopSide, type FleetOptions } from "./fleet.ts";
 
 export interface CaOptions {
@@ -144,8 +145,6 @@ export function renderCaInspect(r: CaInspectResult): string {
 }
 
 export interface CaPushOptions extends FleetOptions, CaOptions {
-  /** part C's device code; without it no device is touched (each reported behind) */
-  installKrl?: DeviceKrlInstaller;
 }
 
 export interface CaPushResult {
@@ -165,8 +164,7 @@ export async function caPush(o: CaPushOptions): Promise<CaPushResult> {
   const krl = await currentKrl(ca);
   f.log(`relay: user CA ${ca.userCa.fingerprint} and KRL version ${krl.version}`);
   const relay = await pushToRelay(f, { ca, krl });
-  if (!relay.pushed) f.log(`warning: the relay was not updated: ${relay.why}`);
-  const devices = await pushKrlToDevices(f, ca, model, [...model.devices.values()], krl, await readDeviceRecords(ca.paths), o.installKrl);
+  const devices = await pushKrlToDevices(f, ca, model, [...model.devices.values()], krl, await readDeviceRecords(ca.paths), installKrl);
   for (const b of devices.behind) f.log(`warning: ${b.name} does not have KRL version ${krl.version}: ${b.why}`);
   return { krlVersion: krl.version, relay, devices };
 }

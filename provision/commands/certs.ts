@@ -1,4 +1,4 @@
-// Fleet certificates and the devices (issue 15 part C), the effects: what enrollment needs of
+// Fleet certificates and the devices (issue 15), the effects: what enrollment needs of
 // the CA on this machine (provision/ca/) and of the device to give it its certificate files
 // (the user CA key, the KRL, the principals, a host certificate), the device's clock, the
 // records in rtunnel-ca/devices.json, and the KRL pushed to one device through its tunnel
@@ -147,7 +147,7 @@ export async function recordDevice(ca: Ca, name: string, o: { krl: Krl; hostCert
 }
 
 /**
- * The KRL to one device through its tunnel (part A's DeviceKrlInstaller: `revoke-cert` runs it
+ * The KRL to one device through its tunnel (push.ts's DeviceKrlInstaller: `revoke-cert` runs it
  * for every device behind): only the KRL file changes, under its sha256 guard, checked with
  * ssh-keygen -Q and sshd -t before the reload, all or nothing. A device enrolled before the
  * fleet had a CA has no certificate section to put it in: one line says to enroll it again.

@@ -4,10 +4,11 @@
 // each has, and `revoke-cert --push` (or the next enrollment run) brings the rest up to date.
 import type { Revocation } from "../../lib/contract/ca.ts";
 import { requireCa, sshDirOf } from "../ca/ca.ts";
-import { pushKrlToDevices, pushToRelay, type DeviceKrlInstaller, type DevicesPush, type RelayPush } from "../ca/push.ts";
+import { pushKrlToDevices, pushToRelay, type DevicesPush, type RelayPush } from "../ca/push.ts";
 import { readDeviceRecords } from "../ca/records.ts";
 import { currentKrl, revoke, type RevokeTarget } from "../ca/revocation.ts";
 import { ExitError, EXIT } from "../errors.ts";
+import { installKrl } from "./certs.ts";
 import { openFleet, readLaptopSide, type FleetOptions } from "./fleet.ts";
 
 export interface RevokeCertOptions extends FleetOptions {
@@ -15,8 +16,6 @@ export interface RevokeCertOptions extends FleetOptions {
   target?: string;
   /** send the KRL to the relay and the devices (default true) */
   push?: boolean;
-  /** part C's device code; without it no device is touched (each reported behind) */
-  installKrl?: DeviceKrlInstaller;
   now?: Date;
 }
 
@@ -64,13 +63,7 @@ export async function revokeCert(o: RevokeCertOptions): Promise<RevokeCertResult
   out.relay = await pushToRelay(f, { krl }).catch((e: unknown) => {
     throw e instanceof ExitError ? notPushed(e.message) : e;
   });
-  out.devices = await pushKrlToDevices(f, ca, model, [...model.devices.values()], krl, await readDeviceRecords(ca.paths), o.installKrl);
+  out.devices = await pushKrlToDevices(f, ca, model, [...model.devices.values()], krl, await readDeviceRecords(ca.paths), installKrl);
   for (const b of out.devices.behind) log(`warning: ${b.name} does not have KRL version ${krl.version} yet: ${b.why}`);
   return out;
-}
-
-/** The one line to end with when the relay was not updated (the result is printed first). */
-export function relayNotUpdated(r: RevokeCertResult): ExitError | undefined {
-  if (!r.relay || r.relay.pushed) return undefined;
-  return new ExitError(EXIT.relay, `the relay does not have KRL version ${r.krl.version}: ${r.relay.why}`);
 }
