@@ -117,3 +117,15 @@ test("status without a CA: no certificate fields, columns or lines (as before)",
   t.is(renderList(s.entries, s.certificates), renderList(s.entries));
   t.deepEqual(certificateLines(s), []);
 });
+
+test("status lists each certificate logged in on the relay after the clients: its holder and serial, its connections against the limit, its grant", (t) => {
+  const login = {
+    kind: "certificate" as const, keyId: "rtunnel:alice:1234", serial: "1234", holder: "alice", keyFingerprint: KEY_FP, ca: CA_FP,
+    devices: ["garage", "raspi"], online: true as const, connections: 2, connectedSince: "2026-12-08T00:00:00Z", limit: 32,
+  };
+  const s = fleetStatus([], [], undefined, [login]);
+  t.like(s.entries, [{ kind: "certificate", name: "alice", state: "certificate", serial: "1234", connections: 2 }]);
+  t.true(s.allOnline, "a certificate is not a device");
+  const row = renderList(s.entries).split("\n")[1]!;
+  t.regex(row, new RegExp(`^alice \\(serial 1234\\)\\s+certificate\\s+connected\\s+-\\s+2/32\\s+2026-12-08T00:00:00Z\\s+-\\s+-\\s+${KEY_FP.replace(/[+/]/g, "\\$&")}\\s+garage,raspi$`));
+});

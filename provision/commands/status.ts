@@ -10,13 +10,15 @@
 // devices.json, revoked.json): each device's host certificate (days left; a warning under 14)
 // and the KRL version it has, so the devices that missed a revocation (offline when it was
 // pushed) are listed as "KRL behind". Without a CA the table and --json are as before.
+// Certificate logins on the relay (laptops with a `grant` or `login` certificate) follow the
+// clients, one row per certificate with live connections: who holds it, its serial, its grant.
 import type { DeviceCaRecords } from "../../lib/contract/ca.ts";
 import { loadCa } from "../ca/ca.ts";
 import { readDeviceRecords, readRevoked } from "../ca/records.ts";
 import { deviceCertStatus, hostCertCell, krlCell, type DeviceCertStatus } from "../device/certs.ts";
 import { EXIT } from "../errors.ts";
 import { replay, revokedDevices } from "../relay/history.ts";
-import type { AuditEvent, ClientListing, DeviceListing, Listing } from "../relay/protocol.ts";
+import type { AuditEvent, CertificateListing, ClientListing, DeviceListing, Listing } from "../relay/protocol.ts";
 import { openFleet, withRelay, type FleetOptions } from "./fleet.ts";
 
 export type ListOptions = FleetOptions;
@@ -24,7 +26,8 @@ export type ListOptions = FleetOptions;
 export type StatusEntry =
   | (DeviceListing & { state: "online" | "no-answer" | "offline"; certificates?: DeviceCertStatus })
   | { kind: "device"; name: string; fingerprint: string; state: "revoked"; revokedAt: string; port: null; online: false; connectedSince: null; lastSeen: null; connections: 0; limit: null; lastRefused: null }
-  | (ClientListing & { state: "client" });
+  | (ClientListing & { state: "client" })
+  | (CertificateListing & { state: "certificate"; /** its holder (the key id's NAME) */ name: string });
 
 export interface FleetStatus {
   entries: StatusEntry[];
@@ -43,7 +46,7 @@ export interface CaFacts {
 }
 
 /** Pure: the registry plus the revoked devices, each with its state (and its certificates, with a CA). */
-export function fleetStatus(registry: readonly Listing[], events: readonly AuditEvent[], ca?: CaFacts): FleetStatus {
+export function fleetStatus(registry: readonly Listing[], events: readonly AuditEvent[], ca?: CaFacts, certificates: readonly CertificateListing[] = []): FleetStatus {
   const devices = registry.filter((e): e is DeviceListing => e.kind === "device");
   const clients = registry.filter((e): e is ClientListing => e.kind === "client");
   const revoked = revokedDevices(replay(events), registry);
@@ -57,6 +60,7 @@ export function fleetStatus(registry: readonly Listing[], events: readonly Audit
         port: null, online: false as const, connectedSince: null, lastSeen: null, connections: 0 as const, limit: null, lastRefused: null,
       })),
       ...clients.map((c) => ({ ...c, state: "client" as const })),
+      ...certificates.map((c) => ({ ...c, state: "certificate" as const, name: c.holder })),
     ],
     allOnline: devices.every((d) => d.online),
   };
@@ -79,7 +83,10 @@ export async function statusRelay(o: ListOptions): Promise<FleetStatus> {
   const f = await openFleet(o);
   const ca = await loadCa(f.paths.sshDir);
   const caFacts = ca ? { records: await readDeviceRecords(ca.paths), krlVersion: (await readRevoked(ca.paths)).version, now: new Date() } : undefined;
-  return withRelay(f, async (relay) => fleetStatus(await relay.list(), await relay.audit(), caFacts));
+  return withRelay(f, async (relay) => {
+    const { registry, certificates } = await relay.listWithCertificates();
+    return fleetStatus(registry, await relay.audit(), caFacts, certificates);
+  });
 }
 
 /** The exit code of `status`: usable from cron and monitoring. */
@@ -98,6 +105,12 @@ export function renderList(entries: readonly StatusEntry[], certs?: FleetStatus[
   const head = ["NAME", "KIND", "STATE", "PORT", "CONNS", "CONNECTED SINCE", "LAST SEEN", "LAST REFUSED", "FINGERPRINT", "DEVICES"];
   const rows = [certs ? [...head.slice(0, 4), "HOST CERT", "KRL", ...head.slice(4)] : head];
   for (const e of entries) {
+    if (e.kind === "certificate") {
+      // Who holds it and its serial, where a registry row has its name; its certified key's fingerprint.
+      const cells = [`${e.holder} (serial ${e.serial})`, e.kind, "connected", "-", `${e.connections}/${e.limit ?? "?"}`, e.connectedSince, "-", "-", e.keyFingerprint, e.devices.join(",") || "-"];
+      rows.push([...cells.slice(0, 4), ...(certs ? ["-", "-"] : []), ...cells.slice(4)]);
+      continue;
+    }
     const c = e.kind === "device" && "certificates" in e ? e.certificates : undefined;
     const certCells = certs ? [c ? hostCertCell(c) : "-", c ? krlCell(c, certs.krlVersion) : "-"] : [];
     const cells = [
