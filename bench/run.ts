@@ -7,7 +7,7 @@
 //   npm run bench -- --only scale --merge bench/results.json   replace one section of a full run
 //   npm run bench -- --merge bench/results.json --from bench/out/results.json   the same, from a finished run
 //   npm run bench -- --only scale --relay-cpus 0.25 --no-flood   the relay short of CPU in the last restart (default 0.5); no flood phase
-import { existsSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -160,9 +160,20 @@ async function favourContainers(): Promise<{ note: string; undo: () => Promise<v
   } catch (e) {
     return { note: `Docker's containers had their usual CPU weight against the machine's other processes (${DOCKER_CPU_SHARES}: ${(e as Error).message.split("\n")[0]}): other work on the machine weighs on these numbers.`, undo: async () => {} };
   }
+  // Put back on Ctrl-C or a kill too, not only when the run ends: the weight is the machine's.
+  const onSignal = (sig: NodeJS.Signals) => {
+    writeFileSync(DOCKER_CPU_SHARES, before);
+    process.exit(sig === "SIGINT" ? 130 : 143);
+  };
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
   return {
     note: `While the bench ran, Docker's containers weighed ${BENCH_CPU_SHARES} against 1024 for each of the machine's other processes (${DOCKER_CPU_SHARES}, was ${before}, put back after), so that other work on this shared machine does not decide its numbers.`,
-    undo: () => writeFile(DOCKER_CPU_SHARES, before).catch(() => {}),
+    undo: async () => {
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
+      await writeFile(DOCKER_CPU_SHARES, before).catch(() => {});
+    },
   };
 }
 

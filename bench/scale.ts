@@ -291,10 +291,14 @@ export async function benchScale(w: World, o: ScaleOptions): Promise<Section> {
   await sleep(10_000);
   await docker(["update", "--cpus", String(o.relayCpus), w.relay]);
   const cappedAt = Date.now();
-  await restartRelay();
-  const capped = { storm: await converge(n, stormLimit, online, () => cpu(), (l) => o.log(`scale: restart, relay capped at ${o.relayCpus} CPU: ${l}`)) };
+  let capped: { storm: Convergence };
+  try {
+    await restartRelay();
+    capped = { storm: await converge(n, stormLimit, online, () => cpu(), (l) => o.log(`scale: restart, relay capped at ${o.relayCpus} CPU: ${l}`)) };
+  } finally {
+    await docker(["update", "--cpus", "0", w.relay], { check: false });
+  }
   const cappedTrace = await trace(cappedAt);
-  await docker(["update", "--cpus", "0", w.relay]);
   o.log(`scale: restart, relay capped at ${o.relayCpus} CPU: ${describeMarks(capped.storm)}`);
   o.log(`scale: restart, relay capped, what the agents did: ${cappedTrace}`);
   const allBackMs = plain.storm.marks.get(1)?.ms;

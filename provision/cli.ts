@@ -242,7 +242,7 @@ export function program(): Command {
       .option("--devices <names>", "comma-separated devices (enrolled from this laptop) it may reach")
       .option("--all", "every device enrolled from this laptop now (a certificate never covers later ones)")
       .addOption(new Option("--for <lifetime>", "how long it is valid: 5m to 90d, like 30m, 8h, 7d (it starts 5 minutes back, for clocks behind)").default(USER_CERT_LIFETIME.grantDefault))
-      .option("--out <dir>", "write DIR/id_ed25519-cert.pub and that laptop's config, config.d/rtunnel, known_hosts.rtunnel (as add-client --out does)")
+      .option("--out <dir>", "write DIR/KEY-cert.pub (KEY: --key without .pub) and that laptop's config, config.d/rtunnel, known_hosts.rtunnel (as add-client --out does)")
       .option("--windows", "with --out: that laptop runs Windows' OpenSSH (its relay hop without ControlMaster)")
       .option("--relay <file>", "with --out: relay facts JSON {host, port, hostKey} (default: `pulumi stack output --json`)"),
   ).action(async (name: string, o: Opts) => {

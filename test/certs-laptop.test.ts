@@ -87,7 +87,9 @@ test("grant --out: that laptop's files carry CertificateFile and IdentitiesOnly 
   const r = await grant({ sshDir: op.sshDir, home: op.home, name: "alice", key: `${keyFile}.pub`, devices: ["pi1", "pi2"], out, relayFile: op.relayFile, agentSock: op.sock });
   t.true(r.written.includes(path.join(out, "config.d/rtunnel")));
   const fragment = await readFile(path.join(out, "config.d/rtunnel"), "utf8");
-  t.is(fragment.match(/^ {2}CertificateFile ~\/\.ssh\/id_ed25519-cert\.pub\n {2}IdentitiesOnly yes$/gm)?.length, 3, fragment);
+  // That laptop's key is named "key" (key.pub given): its files name it and its certificate so.
+  t.is(fragment.match(/^ {2}IdentityFile ~\/\.ssh\/key\n {2}CertificateFile ~\/\.ssh\/key-cert\.pub\n {2}IdentitiesOnly yes$/gm)?.length, 3, fragment);
+  t.true(r.written.includes(path.join(out, "key-cert.pub")), r.written.join(", "));
   const known = await readFile(path.join(out, "known_hosts.rtunnel"), "utf8");
   t.true(known.includes(`@cert-authority rtunnel-pi1 ssh-ed25519 ${op.hostCa.base64}\n`));
   t.true(known.includes(`rtunnel-pi2 ssh-ed25519 ${op.pinned.base64}\n`));

@@ -85,27 +85,29 @@ test("status with a CA: days left on each host certificate (a warning under 14, 
     shed: { krlVersion: 3, hostCert: hostCert(-2), clock: { offsetSeconds: -3600, uncertaintySeconds: 0.4, measuredAt: iso(NOW.getTime()) } },
   };
   const s = fleetStatus([dev("raspi", true), dev("garage", false), dev("shed", true), dev("new", true)], [], { records, krlVersion: 3, now: NOW });
-  t.deepEqual(s.certificates?.krlBehind, ["garage", "new"]);
+  t.deepEqual(s.certificates?.krlBehind, ["garage"]);
+  t.deepEqual(s.certificates?.uncertified, ["new"], "a device this CA never enrolled is not behind: a push can't reach it");
   const byName = new Map(s.entries.map((e) => [e.name, e]));
   const certs = (n: string) => (byName.get(n) as { certificates?: unknown }).certificates;
-  t.deepEqual(certs("raspi"), { hostCert: { serial: "7", validBefore: records.raspi.hostCert.validBefore, daysLeft: 80, state: "ok" }, krlVersion: 3, krlBehind: false });
+  t.deepEqual(certs("raspi"), { hostCert: { serial: "7", validBefore: records.raspi.hostCert.validBefore, daysLeft: 80, state: "ok" }, krlVersion: 3, krlBehind: false, certified: true });
   t.like(certs("garage"), { hostCert: { daysLeft: 9, state: "warn" }, krlVersion: 2, krlBehind: true });
-  t.like(certs("new"), { hostCert: null, krlVersion: null, krlBehind: true });
+  t.like(certs("new"), { hostCert: null, krlVersion: null, krlBehind: false, certified: false });
   t.like(certs("shed"), { hostCert: { state: "expired" }, clock: { offsetSeconds: -3600 } });
   const json = JSON.parse(JSON.stringify(s.entries)) as { name: string; certificates: { krlBehind: boolean } }[];
-  t.deepEqual(json.filter((e) => e.certificates.krlBehind).map((e) => e.name), ["garage", "new"], "--json says who is behind");
+  t.deepEqual(json.filter((e) => e.certificates.krlBehind).map((e) => e.name), ["garage"], "--json says who is behind");
 
   const table = renderList(s.entries, s.certificates).split("\n");
   t.regex(table[0]!, /^NAME\s+KIND\s+STATE\s+PORT\s+HOST CERT\s+KRL\s+CONNS\s/);
   t.regex(table[1]!, /^raspi\s+device\s+online\s+20000\s+80d\s+3\s+0\/2/);
   t.regex(table[2]!, /^garage\s+device\s+offline\s+20000\s+9d \(renew!\)\s+2 \(behind, newest 3\)\s/);
   t.regex(table[3]!, /^shed\s+device\s+online\s+20000\s+EXPIRED\s+3\s/);
-  t.regex(table[4]!, /^new\s+device\s+online\s+20000\s+-\s+- \(behind, newest 3\)\s/);
+  t.regex(table[4]!, /^new\s+device\s+online\s+20000\s+-\s+- \(no certificates\)\s/);
   const lines = certificateLines(s);
   t.true(lines.some((l) => /^warning: garage's host certificate expires in 9 days \(.*\): enroll it again to renew$/.test(l)), lines.join("\n"));
   t.true(lines.some((l) => /^warning: shed's host certificate expired on .*: laptops that trust the host CA refuse it; enroll it again to renew$/.test(l)));
   t.true(lines.some((l) => /^warning: shed: the device's clock is 3600 s behind: certificates issued now are not yet valid there; fix its clock .*; a certificate login refused there is refused for that$/.test(l)));
-  t.is(lines.at(-1), "KRL behind (not version 3): garage, new: offline when it was pushed; `npm run revoke-cert -- --push` (or enrolling again) brings them up to date");
+  t.is(lines.at(-2), "KRL behind (not version 3): garage: offline when it was pushed; `npm run revoke-cert -- --push` (or enrolling again) brings them up to date");
+  t.is(lines.at(-1), "no fleet certificates (enrolled before the CA, or from another laptop): new: they take no certificate and no KRL; enroll them again from here with the CA loaded");
   t.false(lines.some((l) => l.includes("raspi")));
 });
 

@@ -4,7 +4,7 @@
 //
 // Passphrases never appear here: ssh-keygen and ssh-add ask for them through SSH_ASKPASS
 // (askpass.ts), so no argv ever carries one (`-N`/`-P` are never used).
-import { keyId as renderKeyId, parsePrincipal, SERIAL_MAX, type Revocation, type ValidityWindow } from "../../lib/contract/ca.ts";
+import { keyId as renderKeyId, parseKeyId, parsePrincipal, parseSerial, SERIAL_MAX, type Revocation, type ValidityWindow } from "../../lib/contract/ca.ts";
 import { InputError, show } from "../../lib/input.ts";
 
 /** What the CAs are: ed25519 (the default), or RSA whose every signature is rsa-sha2-512. */
@@ -100,10 +100,10 @@ export const krlQueryArgv = (krl: string, keyOrCert: string): string[] => ["-Q",
 export function krlSpec(revoked: readonly Revocation[]): string {
   const lines: string[] = [];
   for (const r of revoked) {
-    if (!/^[1-9][0-9]{0,19}$/.test(r.serial) || BigInt(r.serial) > SERIAL_MAX) throw new InputError(`not a serial: ${show(r.serial)}`);
+    if (parseSerial(r.serial) === undefined) throw new InputError(`not a serial: ${show(r.serial)}`);
     lines.push(`serial: ${r.serial}`);
     if (r.keyId !== undefined) {
-      if (!/^rtunnel:[a-z0-9][a-z0-9-]{0,62}:[1-9][0-9]{0,19}$/.test(r.keyId)) throw new InputError(`not a key id of ours: ${show(r.keyId)}`);
+      if (parseKeyId(r.keyId) === undefined) throw new InputError(`not a key id of ours: ${show(r.keyId)}`);
       lines.push(`id: ${r.keyId}`);
     }
   }

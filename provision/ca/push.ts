@@ -4,7 +4,8 @@
 // devices.json which KRL version each device has, so `status` can list the ones behind and
 // the next push picks them up.
 import type { DeviceCaRecords } from "../../lib/contract/ca.ts";
-import type { Fleet, TunnelDevice } from "../commands/fleet.ts";
+import { installKrl } from "../commands/certs.ts";
+import type { Fleet } from "../commands/fleet.ts";
 import { onDevices, withRelay } from "../commands/fleet.ts";
 import type { DeviceHost, LaptopModel } from "../laptop/model.ts";
 import type { Ca } from "./ca.ts";
@@ -28,12 +29,6 @@ export function devicesBehind(records: DeviceCaRecords, devices: readonly string
   return devices.filter((d) => (records[d]?.krlVersion ?? 0) < version).sort();
 }
 
-/**
- * How one device gets the KRL (and, on a re-run, the CA key), through its tunnel: issue 15
- * the device code (installKrl in provision/commands/certs.ts), which writes the file under its sha256 guard and validates sshd.
- */
-export type DeviceKrlInstaller = (t: TunnelDevice, krl: Krl) => Promise<void>;
-
 export interface DevicesPush {
   /** devices that now have this version */
   done: string[];
@@ -43,19 +38,15 @@ export interface DevicesPush {
 
 /**
  * The KRL to every device in `targets` that is behind, through its tunnel; devices.json
- * records the version of each one reached. `install` writes it on one device (installKrl in
- * provision/commands/certs.ts: the drop-in's transaction, under its sha256 guard).
+ * records the version of each one reached (installKrl writes it on one device: the drop-in's
+ * transaction, under its sha256 guard). Each device not reached is said once, as it fails.
  */
-export async function pushKrlToDevices(f: Fleet, ca: Ca, model: LaptopModel, targets: readonly Pick<DeviceHost, "name" | "port" | "user">[], krl: Krl, records: DeviceCaRecords, install: DeviceKrlInstaller): Promise<DevicesPush> {
+export async function pushKrlToDevices(f: Fleet, ca: Ca, model: LaptopModel, targets: readonly Pick<DeviceHost, "name" | "port" | "user">[], krl: Krl, records: DeviceCaRecords): Promise<DevicesPush> {
   const behindNames = new Set(devicesBehind(records, targets.map((t) => t.name), krl.version));
   const due = targets.filter((t) => behindNames.has(t.name));
   const r = await onDevices(f, model, due, `installing KRL version ${krl.version}`, async (t) => {
-    await install(t, krl);
+    await installKrl(t, krl);
   });
   for (const name of r.done) await updateDeviceRecord(ca.paths, name, { krlVersion: krl.version, krlAt: new Date().toISOString() });
-  const done = new Set(r.done);
-  return {
-    done: r.done,
-    behind: due.filter((t) => !done.has(t.name)).map((t) => ({ name: t.name, why: r.warnings.find((w) => w.includes(` on ${t.name} `)) ?? "not reached" })),
-  };
+  return { done: r.done, behind: r.failed };
 }

@@ -7,16 +7,17 @@
 import { appendFile, open, readFile, rm } from "node:fs/promises";
 import { z } from "zod";
 import type { caPaths, DeviceCaRecord, DeviceCaRecords, IssuedCert, RevokedList } from "../../lib/contract/ca.ts";
-import { parseSerial } from "../../lib/contract/ca.ts";
+import { parseKeyId, parseSerial } from "../../lib/contract/ca.ts";
+import { NAME_PATTERN } from "../../lib/contract/relay.ts";
 import { ExitError, EXIT } from "../errors.ts";
 import { atomicWrite } from "../laptop/files.ts";
 
 export type CaPaths = ReturnType<typeof caPaths>;
 
 const time = z.string().regex(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z$/);
-const name = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/);
+const name = z.string().regex(NAME_PATTERN);
 const serial = z.string().refine((s) => parseSerial(s) !== undefined, "not a serial (1..2^64-1 in decimal)");
-const keyId = z.string().regex(/^rtunnel:[a-z0-9][a-z0-9-]{0,62}:[1-9][0-9]{0,19}$/);
+const keyId = z.string().refine((s) => parseKeyId(s) !== undefined, "not a key id of ours (rtunnel:NAME:SERIAL)");
 
 export const IssuedCertSchema = z.object({
   type: z.enum(["user", "host"]),
@@ -144,7 +145,9 @@ export async function withCaLock<T>(p: CaPaths, fn: () => Promise<T>, o: { tries
       if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
       const holder = Number((await readText(lock))?.trim());
       if (Number.isInteger(holder) && holder > 0 && !alive(holder)) {
-        await rm(lock, { force: true });
+        // Read once more just before the removal: another command may have taken the stale lock
+        // over already, and its fresh lock must stay (the window left is this read's).
+        if (Number((await readText(lock))?.trim()) === holder) await rm(lock, { force: true });
         continue;
       }
       if (attempt >= tries) throw new ExitError(EXIT.usage, `the CA is busy: another rtunnel command (pid ${holder || "?"}) holds ${lock}; wait for it, or remove the file if no such process runs`);

@@ -12,7 +12,6 @@ import { run } from "../../lib/proc.ts";
 import { pushKrlToDevices, pushToRelay, type DevicesPush, type RelayPush } from "../ca/push.ts";
 import { readDeviceRecords, readIssued, readRevoked } from "../ca/records.ts";
 import { currentKrl, krlVersion } from "../ca/revocation.ts";
-import { installKrl } from "./certs.ts";
 import { openFleet, readLaptopSide, type FleetOptions } from "./fleet.ts";
 
 export interface CaOptions {
@@ -164,7 +163,6 @@ export async function caPush(o: CaPushOptions): Promise<CaPushResult> {
   const krl = await currentKrl(ca);
   f.log(`relay: user CA ${ca.userCa.fingerprint} and KRL version ${krl.version}`);
   const relay = await pushToRelay(f, { ca, krl });
-  const devices = await pushKrlToDevices(f, ca, model, [...model.devices.values()], krl, await readDeviceRecords(ca.paths), installKrl);
-  for (const b of devices.behind) f.log(`warning: ${b.name} does not have KRL version ${krl.version}: ${b.why}`);
+  const devices = await pushKrlToDevices(f, ca, model, [...model.devices.values()], krl, await readDeviceRecords(ca.paths));
   return { krlVersion: krl.version, relay, devices };
 }

@@ -133,9 +133,10 @@ export async function devicePin(f: Fleet, model: LaptopModel, device: string): P
 }
 
 /** Runs `fn` on each device through its tunnel; a device that can't be reached becomes a warning. */
-export async function onDevices(f: Fleet, model: LaptopModel, targets: readonly Pick<DeviceHost, "name" | "port" | "user">[], what: string, fn: (t: TunnelDevice) => Promise<void>): Promise<{ done: string[]; warnings: string[] }> {
+export async function onDevices(f: Fleet, model: LaptopModel, targets: readonly Pick<DeviceHost, "name" | "port" | "user">[], what: string, fn: (t: TunnelDevice) => Promise<void>): Promise<{ done: string[]; warnings: string[]; failed: { name: string; why: string }[] }> {
   const done: string[] = [];
   const warnings: string[] = [];
+  const failed: { name: string; why: string }[] = [];
   for (const e of targets) {
     try {
       const t = await deviceThroughTunnel(f, model, e);
@@ -146,12 +147,14 @@ export async function onDevices(f: Fleet, model: LaptopModel, targets: readonly 
       }
       done.push(e.name);
     } catch (err) {
-      const line = `warning: ${what} on ${e.name} not done: ${err instanceof Error ? err.message : String(err)}`;
+      const why = err instanceof Error ? err.message : String(err);
+      const line = `warning: ${what} on ${e.name} not done: ${why}`;
       warnings.push(line);
+      failed.push({ name: e.name, why });
       f.log(line);
     }
   }
-  return { done, warnings };
+  return { done, warnings, failed };
 }
 
 /**

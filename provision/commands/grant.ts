@@ -1,11 +1,12 @@
 // `grant` and `login`: short-lived user certificates from the fleet's user CA (in ssh-agent).
 // `grant NAME --key FILE.pub --devices a,b --for 8h` certifies another laptop's key for those
 // devices (FILE-cert.pub beside the key, or with --out DIR that laptop's ~/.ssh files and
-// DIR/id_ed25519-cert.pub); `login --for 12h` does the same for this laptop's own identity
+// DIR/KEY-cert.pub, KEY as --key names it); `login --for 12h` does the same for this laptop's own identity
 // (IDENTITY-cert.pub beside it). ssh loads IDENTITY-cert.pub by itself for an IdentityFile,
 // so the files the kit writes today already offer the certificate.
 // Nothing is written until the certificate is signed, and every destination is checked
 // writable before signing; a certificate file of another CA is never replaced.
+import { show } from "../../lib/input.ts";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { canonicalDevices, certificateFileFor, formatLifetime, parseLifetime, USER_CERT_LIFETIME } from "../../lib/contract/ca.ts";
@@ -120,7 +121,7 @@ export interface GrantOptions extends CertCommon {
 /**
  * A user certificate for another laptop's key, for `devices`, valid for `--for`. Without
  * --out it is written beside the key as FILE-cert.pub; with --out DIR, DIR gets that laptop's
- * files (as add-client writes them) and DIR/id_ed25519-cert.pub.
+ * files (as add-client writes them) and DIR/KEY-cert.pub (KEY: the name of --key without .pub).
  */
 export async function grant(o: GrantOptions): Promise<CertResult> {
   const name = validateName(o.name, "grant name");
@@ -134,7 +135,10 @@ export async function grant(o: GrantOptions): Promise<CertResult> {
   let laptopFiles: { file: string; text: string }[] = [];
   if (o.out) {
     const out = path.resolve(o.out);
-    certificateFile = path.join(out, "id_ed25519-cert.pub");
+    // That laptop's key keeps its own name (id_ed25519, id_rsa, ...): its certificate sits beside it.
+    const keyName = path.basename(o.key).replace(/\.pub$/, "");
+    if (!/^[A-Za-z0-9._-]+$/.test(keyName)) throw new ExitError(EXIT.usage, `--key ${show(o.key)}: name the public key file like id_ed25519.pub (letters, digits, . _ -), as it is named on that laptop`);
+    certificateFile = path.join(out, `${keyName}-cert.pub`);
     const facts = o.relay ?? (await loadRelayFacts(o.relayFile, o.cwd));
     // Each device as this laptop trusts it: the host CA for its name (it has a host
     // certificate), or its pinned key.
@@ -147,7 +151,7 @@ export async function grant(o: GrantOptions): Promise<CertResult> {
     });
     // That laptop offers its certificate and its key only (CertificateFile + IdentitiesOnly yes
     // on both hops): an agent holding many keys never runs it into MaxAuthTries.
-    const files = renderLaptopFiles({ relay: facts, devices: targets, multiplex: !o.windows, certificateFile: "~/.ssh/id_ed25519-cert.pub" });
+    const files = renderLaptopFiles({ relay: facts, devices: targets, multiplex: !o.windows, certificateFile: `~/.ssh/${keyName}-cert.pub`, identityFile: `~/.ssh/${keyName}` });
     laptopFiles = LAPTOP_FILES.map((rel) => ({ file: path.join(out, rel), text: files[rel] }));
   }
   await checkCertDestination(certificateFile, ca);

@@ -8,7 +8,6 @@ import { pushKrlToDevices, pushToRelay, type DevicesPush, type RelayPush } from 
 import { readDeviceRecords } from "../ca/records.ts";
 import { currentKrl, revoke, type RevokeTarget } from "../ca/revocation.ts";
 import { ExitError, EXIT } from "../errors.ts";
-import { installKrl } from "./certs.ts";
 import { openFleet, readLaptopSide, type FleetOptions } from "./fleet.ts";
 
 export interface RevokeCertOptions extends FleetOptions {
@@ -63,7 +62,6 @@ export async function revokeCert(o: RevokeCertOptions): Promise<RevokeCertResult
   out.relay = await pushToRelay(f, { krl }).catch((e: unknown) => {
     throw e instanceof ExitError ? notPushed(e.message) : e;
   });
-  out.devices = await pushKrlToDevices(f, ca, model, [...model.devices.values()], krl, await readDeviceRecords(ca.paths), installKrl);
-  for (const b of out.devices.behind) log(`warning: ${b.name} does not have KRL version ${krl.version} yet: ${b.why}`);
+  out.devices = await pushKrlToDevices(f, ca, model, [...model.devices.values()], krl, await readDeviceRecords(ca.paths));
   return out;
 }

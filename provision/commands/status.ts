@@ -33,8 +33,8 @@ export interface FleetStatus {
   entries: StatusEntry[];
   /** every device in the registry is online (revoked ones don't count) */
   allOnline: boolean;
-  /** with a fleet CA: the newest KRL version, and the devices without it */
-  certificates?: { krlVersion: number; krlBehind: string[]; hostCertWarnings: string[] };
+  /** with a fleet CA: the newest KRL version, the devices without it, and those with no certificates at all */
+  certificates?: { krlVersion: number; krlBehind: string[]; uncertified: string[]; hostCertWarnings: string[] };
 }
 
 /** The CA's records that status reads: none without a CA. */
@@ -74,7 +74,8 @@ function certificateSummary(certs: ReadonlyMap<string, DeviceCertStatus>, krlVer
     else if (c.hostCert.state === "warn") hostCertWarnings.push(`warning: ${name}'s host certificate expires in ${c.hostCert.daysLeft} days (${c.hostCert.validBefore}): enroll it again to renew`);
   }
   for (const [name, c] of certs) if (c.clock) hostCertWarnings.push(`warning: ${name}: ${c.clock.problem} (measured ${c.clock.measuredAt}); a certificate login refused there is refused for that`);
-  return { krlVersion, krlBehind: [...certs].filter(([, c]) => c.krlBehind).map(([n]) => n).sort(), hostCertWarnings };
+  const names = (f: (c: DeviceCertStatus) => boolean) => [...certs].filter(([, c]) => f(c)).map(([n]) => n).sort();
+  return { krlVersion, krlBehind: names((c) => c.krlBehind), uncertified: names((c) => !c.certified), hostCertWarnings };
 }
 
 const deviceState = (d: DeviceListing) => (d.online ? ("online" as const) : d.listening ? ("no-answer" as const) : ("offline" as const));
@@ -137,6 +138,7 @@ export function certificateLines(s: FleetStatus): string[] {
   return [
     ...c.hostCertWarnings,
     ...(c.krlBehind.length ? [`KRL behind (not version ${c.krlVersion}): ${c.krlBehind.join(", ")}: offline when it was pushed; \`npm run revoke-cert -- --push\` (or enrolling again) brings them up to date`] : []),
+    ...(c.uncertified.length ? [`no fleet certificates (enrolled before the CA, or from another laptop): ${c.uncertified.join(", ")}: they take no certificate and no KRL; enroll them again from here with the CA loaded`] : []),
   ];
 }
 

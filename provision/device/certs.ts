@@ -109,20 +109,26 @@ export interface DeviceCertStatus {
   hostCert: { serial: string; validBefore: string; daysLeft: number; state: ReturnType<typeof hostCertState> } | null;
   /** the KRL version it last received (null: none recorded) */
   krlVersion: number | null;
-  /** the CA's KRL is newer than what it has */
+  /**
+   * the CA's KRL is newer than what it has; false for a device with no fleet certificates at
+   * all (enrolled before the CA, or from another laptop): a push can't reach it, enrolling can
+   */
   krlBehind: boolean;
+  /** this laptop's CA records the device (it was enrolled from here with the CA) */
+  certified: boolean;
   /** its clock as last measured, when it would refuse certificates */
   clock?: { offsetSeconds: number; measuredAt: string; problem: string };
 }
 
-export function deviceCertStatus(record: (DeviceCaRecord & { clock?: { offsetSeconds: number; uncertaintySeconds: number; measuredAt: string } }) | undefined, newestKrl: number, now: Date): DeviceCertStatus {
+export function deviceCertStatus(record: DeviceCaRecord | undefined, newestKrl: number, now: Date): DeviceCertStatus {
   const h = record?.hostCert;
   const validBefore = h ? new Date(h.validBefore) : undefined;
   const problem = record?.clock ? clockProblem(record.clock) : undefined;
   return {
     hostCert: h && validBefore ? { serial: h.serial, validBefore: h.validBefore, daysLeft: daysLeft(validBefore, now), state: hostCertState(validBefore, now) } : null,
     krlVersion: record?.krlVersion ?? null,
-    krlBehind: (record?.krlVersion ?? 0) < newestKrl,
+    krlBehind: record !== undefined && (record.krlVersion ?? 0) < newestKrl,
+    certified: record !== undefined,
     ...(record?.clock && problem ? { clock: { offsetSeconds: record.clock.offsetSeconds, measuredAt: record.clock.measuredAt, problem } } : {}),
   };
 }
@@ -136,5 +142,6 @@ export function hostCertCell(s: DeviceCertStatus): string {
 
 /** The table's KRL cell: the version it has, and whether that is behind. */
 export function krlCell(s: DeviceCertStatus, newest: number): string {
+  if (!s.certified) return "- (no certificates)";
   return s.krlVersion === null ? `- (behind, newest ${newest})` : s.krlBehind ? `${s.krlVersion} (behind, newest ${newest})` : String(s.krlVersion);
 }

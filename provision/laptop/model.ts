@@ -309,8 +309,10 @@ export function renderLaptopFiles(o: {
   devices: readonly ({ name: string; port: number; user: string } & DeviceTrust)[];
   multiplex: boolean;
   certificateFile?: string;
+  /** that laptop's private key, as its ssh_config names it (default ~/.ssh/id_ed25519) */
+  identityFile?: string;
 }): Record<(typeof LAPTOP_FILES)[number], string> {
-  let model = withRelay(emptyModel({ identityFile: "~/.ssh/id_ed25519", knownHostsFile: "~/.ssh/known_hosts.rtunnel" }), o.relay, o.multiplex ? { multiplex: "on", controlPath: "~/.ssh/rtunnel-%C" } : {});
+  let model = withRelay(emptyModel({ identityFile: o.identityFile ?? "~/.ssh/id_ed25519", knownHostsFile: "~/.ssh/known_hosts.rtunnel" }), o.relay, o.multiplex ? { multiplex: "on", controlPath: "~/.ssh/rtunnel-%C" } : {});
   model = withCertificateFile(model, o.certificateFile);
   for (const d of o.devices) model = withDevice(model, d);
   return { "config.d/rtunnel": renderFragment(model), "known_hosts.rtunnel": renderKnown(model), config: ensureInclude(undefined, "~/.ssh/config.d/rtunnel").text };

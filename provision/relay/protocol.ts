@@ -4,14 +4,20 @@
 // these schemas in the unit suite and to the real relay in the Docker suite.
 import { z } from "zod";
 import { parseKeyId, parseSerial } from "../../lib/contract/ca.ts";
-import { RELAY_CERTIFICATES } from "../../lib/contract/relay.ts";
+import { NAME_PATTERN, RELAY_CERTIFICATES } from "../../lib/contract/relay.ts";
 
 const fingerprint = z.string().regex(/^SHA256:[A-Za-z0-9+/]{43}$/);
-const name = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/);
+const name = z.string().regex(NAME_PATTERN);
 const port = z.number().int().min(1).max(65535);
 const time = z.string().regex(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
 /** a certificate's serial: 1..2^64-1 as a decimal string (beyond a JS number) */
 const serial = z.string().refine((s) => parseSerial(s) !== undefined, "a certificate serial (1..2^64-1, decimal)");
+/**
+ * A serial as sshd logged it for any certificate offered, the kit's or not: 0..2^64-1 (0 is
+ * what `ssh-keygen -s` writes without -z). One foreign certificate's row must not make the
+ * whole `audit` answer unreadable.
+ */
+const loggedSerial = z.string().refine((s) => s === "0" || parseSerial(s) !== undefined, "a certificate serial (0..2^64-1, decimal)");
 /** a key id the kit issues, rtunnel:HOLDER:SERIAL */
 const keyIdText = z.string().refine((s) => parseKeyId(s) !== undefined, "a key id rtunnel:NAME:SERIAL");
 const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/);
@@ -122,7 +128,7 @@ export const ConnectionEvent = z.object({
   /** a certificate login ("key" is null: a certificate is no registry key): its key id when it is one the kit issues, */
   keyId: keyIdText.optional(),
   /** its serial, */
-  serial: serial.optional(),
+  serial: loggedSerial.optional(),
   /** the CA that signed it, */
   ca: fingerprint.optional(),
   /** and, when it logged in, the devices its grant names */
