@@ -11,7 +11,7 @@ import { renderAgentEnv, renderAgentKnownHosts } from "../lib/contract/agent.ts"
 import { RELAY_CONNECTION_LIMITS, RELAY_CONTAINER_PORT } from "../lib/contract/relay.ts";
 import { parsePublicKey } from "../lib/keys.ts";
 import { listeningLoopbackPorts } from "../lib/net.ts";
-import { docker, exec, inspect, openFrom, startFlood } from "../lib/fixtures/index.ts";
+import { ATTACKER_LIMITS, FLOOD_BOUND, docker, exec, inspect, openFrom, startFlood } from "../lib/fixtures/index.ts";
 import { ListAnswer } from "../provision/relay/protocol.ts";
 import { parseSshdT, renderDropIn, SSHD_DROP_IN, TUNNEL_SOURCES, tunnelConnectionSpec, tunnelDirectives } from "../provision/device/sshd.ts";
 import { connectCommands, parseTimings, timingScript } from "./connect.ts";
@@ -258,9 +258,8 @@ export async function benchScale(w: World, o: ScaleOptions): Promise<Section> {
   async function restartUnderFlood() {
     await sleep(10_000);
     const attackSite = await w.net.addSite("attacker");
-    const attacker = await w.net.attach(attackSite, w.scope.name("attacker"), ["--cpus", "0.5", "--pids-limit", "2048", "--entrypoint", "sleep", w.images.host, "infinity"]);
-    const floodBound = 200_000;
-    const flood = startFlood(attacker, attackSite.routerWanIp, { host: w.relayIp }, floodBound);
+    const attacker = await w.net.attach(attackSite, w.scope.name("attacker"), [...ATTACKER_LIMITS, "--entrypoint", "sleep", w.images.host, "infinity"]);
+    const flood = startFlood(attacker, attackSite.routerWanIp, { host: w.relayIp });
     await sleep(5000); // the flood holds its slots before the relay goes down and after
     const floodRestartAt = Date.now();
     await restartRelay();
@@ -386,7 +385,7 @@ export async function benchScale(w: World, o: ScaleOptions): Promise<Section> {
     `Ramp (farm start): ${describeMarks(ramp)}. Timeline: ${ramp.timeline.join(", ")}.`,
     `Relay restart: ${describeMarks(plain.storm)}. Timeline: ${plain.storm.timeline.join(", ")}. What the agents did (from their logs): ${plainTrace}.`,
     `Relay restart${relayCap}: ${describeMarks(capped.storm)}. Timeline: ${capped.storm.timeline.join(", ")}. What the agents did: ${cappedTrace}.`,
-    ...(underFlood ? [`Relay restart during the flood: ${describeMarks(underFlood.storm)}. Timeline: ${underFlood.storm.timeline.join(", ")}. What the agents did: ${underFlood.agents}. The attacker (its own site, one address, CPU capped at 0.5) opened ${underFlood.sent} connections in ${underFlood.seconds.toFixed(0)} s, never more than ${underFlood.victims.attackerMostOpen} open at once on the relay at a sample; meanwhile the office laptop's \`ssh raspi true\` succeeded ${underFlood.victims.laptopOk} of ${underFlood.victims.laptopTries} times and the operator's admin call ${underFlood.victims.adminOk} of ${underFlood.victims.adminTries}.`] : []),
+    ...(underFlood ? [`Relay restart during the flood: ${describeMarks(underFlood.storm)}. Timeline: ${underFlood.storm.timeline.join(", ")}. What the agents did: ${underFlood.agents}. The attacker (its own site, one address, CPU capped at ${ATTACKER_LIMITS[1]}) opened ${underFlood.sent} connections in ${underFlood.seconds.toFixed(0)} s, never more than ${underFlood.victims.attackerMostOpen} open at once on the relay at a sample; meanwhile the office laptop's \`ssh raspi true\` succeeded ${underFlood.victims.laptopOk} of ${underFlood.victims.laptopTries} times and the operator's admin call ${underFlood.victims.adminOk} of ${underFlood.victims.adminTries}.`] : []),
     ...restartTrouble,
     `Handshakes in the relay's log since the first restart: ${handshakes.accepted} accepted, ${handshakes.postponed} key queries answered (Postponed publickey), ${handshakes.timedOut} timed out before authentication (LoginGraceTime).`,
     `Why the agents' sessions ended, since the farm started (count, reason, ssh's exit code): ${lostReasons.join("; ")}.`,
@@ -407,7 +406,7 @@ export async function benchScale(w: World, o: ScaleOptions): Promise<Section> {
     "A device counts as up when the relay's `list` says online: its port listens on the relay's loopback and the relay read an SSH banner through it (the farm runs one sshd that answers for all devices, with loopback exempt from penalties as enrollment's drop-in sets it). Sampled once a second (each sample is one `list`, whose probes are cached per listener: 5 min for an answer, 2 s for a refusal, 30 s for a timeout).",
     "Memory: PSS from /proc/PID/smaps_rollup summed over every process in the relay container's cgroup, once idle (the raspi's tunnel only) and once with all tunnels up; per tunnel = (loaded - idle) / N. Single measurements (1 run).",
     `Connect: ${o.connectRounds} rounds of cold \`ssh raspi true\` and direct, interleaved, before the farm starts and again after it is removed (idle: both pooled) and with all tunnels up; direct is the control for the machine's own load.`,
-    `Restart: \`docker restart -t 10\` of the relay with all devices online, then the online count until all are back (limit ${stormLimit / 1000} s); then the same again while an attacker floods: a container on its own site (own router, own address), \`--cpus 0.5\`, opening connections that send nothing as fast as it can (lib/fixtures/flood.ts, bounded to 200000 connections and stopped when the storm ends), aimed only at the test relay; the office laptop's \`ssh raspi true\` and an admin call are tried in turn through the storm; then once more with the relay container capped at ${o.relayCpus} CPU (\`docker update --cpus\`: a relay short of CPU). 1 run each. 50/90/100% with the 1-minute load average at that moment. What the agents did comes from their own logs (attempts, tunnels up, and why the others failed, per 10 s).`,
+    `Restart: \`docker restart -t 10\` of the relay with all devices online, then the online count until all are back (limit ${stormLimit / 1000} s); then the same again while an attacker floods: a container on its own site (own router, own address), \`--cpus 0.5\`, opening connections that send nothing as fast as it can (lib/fixtures/flood.ts, bounded to ${FLOOD_BOUND} connections and stopped when the storm ends), aimed only at the test relay; the office laptop's \`ssh raspi true\` and an admin call are tried in turn through the storm; then once more with the relay container capped at ${o.relayCpus} CPU (\`docker update --cpus\`: a relay short of CPU). 1 run each. 50/90/100% with the 1-minute load average at that moment. What the agents did comes from their own logs (attempts, tunnels up, and why the others failed, per 10 s).`,
   );
   return { id: "scale", title: `Scale: ${n} device tunnels on one relay`, method, rows, findings, tunnelsUp: up };
 }

@@ -12,7 +12,7 @@
 import test from "ava";
 import { RELAY_CONNECTION_LIMITS } from "../lib/contract/relay.ts";
 import { sh } from "../lib/shell.ts";
-import { buildImage, docker, ensureDocker, exec, openFrom, startFlood, unauthenticatedOnRelay, useScope, waitFor } from "./bed/index.ts";
+import { ATTACKER_LIMITS, FLOOD_BOUND, buildImage, docker, ensureDocker, exec, openFrom, startFlood, unauthenticatedOnRelay, useScope, waitFor } from "./bed/index.ts";
 import type { AuditEvent, Listing } from "../provision/relay/protocol.ts";
 import { type Relay, sshArgv, startRelay } from "./relay/fixture.ts";
 
@@ -258,10 +258,9 @@ test("[docker] a flood of connections that never authenticate, from one address,
 
   // The attacker: its own container (its own address), opening connections as fast as it can,
   // each sending nothing and held until the relay closes it; bounded in count and by a stop file.
-  const attacker = await scope.run(["--name", scope.name("attacker"), "--network", r.network, "--entrypoint", "sleep", await buildImage("host"), "infinity"]);
+  const attacker = await scope.run(["--name", scope.name("attacker"), "--network", r.network, ...ATTACKER_LIMITS, "--entrypoint", "sleep", await buildImage("host"), "infinity"]);
   const attackerIp = (await exec(attacker, ["sh", "-c", "hostname -i | cut -d' ' -f1"])).stdout.trim();
-  const bound = 3000;
-  const flood = startFlood(attacker, attackerIp, { host: r.container }, bound);
+  const flood = startFlood(attacker, attackerIp, { host: r.container });
   await waitFor("the flood to be refused by the relay", async () => /drop connection #\d+ from \[[0-9.]+\]:\d+ on \[[0-9.]+\]:2222 Maxstartups/.test((await docker(["logs", r.container])).stderr), { tries: 480, intervalMs: 250 });
   let most = 0;
   let mostSockets = 0;
@@ -283,7 +282,7 @@ test("[docker] a flood of connections that never authenticate, from one address,
     sent = await flood.stop();
   }
   t.log(`the attacker opened ${sent} connections; at a sample sshd held at most ${most} unauthenticated ones (PerSourceMaxStartups ${perSource}); at most ${mostSockets} were established in the relay's socket table`);
-  t.true(sent < bound, "the flood ran out before the others connected: nothing was proven");
+  t.true(sent < FLOOD_BOUND, "the flood ran out before the others connected: nothing was proven");
   t.true(most > 0, "no sample saw the flood's connections held by sshd: nothing was measured");
   // Everyone else was authenticated before the samples; an agent reconnecting meanwhile is
   // counted too, and there are two of them.
