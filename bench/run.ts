@@ -118,16 +118,23 @@ async function checkout(): Promise<string> {
   return dirty.length ? `${head}, with uncommitted changes in ${dirty.join(", ")}` : head;
 }
 
-/** A full run with the sections of a later partial run in place of its own (pure). */
+/**
+ * A full run with the sections of a later partial run in place of its own (pure). An earlier
+ * re-run of the same sections is replaced whole: its notes and its command go with its figures.
+ */
 export function mergeResults(old: Results, fresh: Results): Results {
   const ids = new Set(fresh.sections.map((s) => s.id));
   const sections = [...old.sections.filter((s) => !ids.has(s.id)), ...fresh.sections];
   sections.sort((a, b) => SECTIONS.indexOf(a.id as SectionId) - SECTIONS.indexOf(b.id as SectionId));
+  const rerunTag = `(${[...ids].join(", ")} re-run on `;
   return {
     ...fresh,
-    command: `${old.command}, then ${fresh.command}`,
+    command: `${old.command.split(`, then ${fresh.command}`).join("")}, then ${fresh.command}`,
     durationSeconds: old.durationSeconds + fresh.durationSeconds,
-    notes: [...old.notes.map((n) => (n.startsWith("(") ? n : `(${old.date}) ${n}`)), ...fresh.notes.map((n) => `(${[...ids].join(", ")} re-run on ${fresh.date}) ${n}`)],
+    notes: [
+      ...old.notes.filter((n) => !n.startsWith(rerunTag)).map((n) => (n.startsWith("(") ? n : `(${old.date}) ${n}`)),
+      ...fresh.notes.map((n) => `${rerunTag}${fresh.date}) ${n}`),
+    ],
     sections,
     quick: old.quick || fresh.quick,
   };

@@ -135,6 +135,11 @@ async function converge(n: number, limitMs: number, count: () => Promise<number>
   return { marks, up, timeline, peakLoad, samples, failed, failures, slowestMs, cpuUsed: cpuDelta(cpu0, await cpu()), wallMs: Date.now() - t0 };
 }
 
+/** The attacker's most established connections on the relay at a sample, and how many samples there were. */
+const describeAttackerOpen = (a: { samples: number; most: number; failed: number; firstError: string }) =>
+  `at most ${a.most} of its connections established on the relay at once (${a.samples} samples a second apart, from before the restart to the storm's end` +
+  (a.failed ? `; ${a.failed} could not be read: ${a.firstError})` : ")");
+
 const describeMarks = (c: Convergence) =>
   `${FRACTIONS.map((f) => { const m = c.marks.get(f); return `${f * 100}% ${m ? `after ${(m.ms / 1000).toFixed(1)} s (load ${m.load.toFixed(1)})` : "not reached"}`; }).join(", ")}` +
   ` [${c.samples} samples, slowest ${(c.slowestMs / 1000).toFixed(1)} s${c.failed ? `, ${c.failed} failed: ${c.failures.join("; ")}` : ""}; ${describeCpu(c.cpuUsed, c.wallMs)}]`;
@@ -260,24 +265,39 @@ export async function benchScale(w: World, o: ScaleOptions): Promise<Section> {
     const attackSite = await w.net.addSite("attacker");
     const attacker = await w.net.attach(attackSite, w.scope.name("attacker"), [...ATTACKER_LIMITS, "--entrypoint", "sleep", w.images.host, "infinity"]);
     const flood = startFlood(attacker, attackSite.routerWanIp, { host: w.relayIp });
+    let stormDone = false;
+    // The attacker's established connections in the relay's socket table, once a second from
+    // before the restart to the storm's end; a sample that could not be read is counted as
+    // such, never as zero.
+    const attackerOpen = { samples: 0, most: 0, failed: 0, firstError: "" };
+    const sampleAttacker = (async () => {
+      while (!stormDone) {
+        try {
+          attackerOpen.most = Math.max(attackerOpen.most, await openFrom(w.relay, attackSite.routerWanIp));
+          attackerOpen.samples++;
+        } catch (e) {
+          attackerOpen.failed++;
+          attackerOpen.firstError ||= (e as Error).message.split("\n")[0]!;
+        }
+        await sleep(1000);
+      }
+    })();
     await sleep(5000); // the flood holds its slots before the relay goes down and after
     const floodRestartAt = Date.now();
     await restartRelay();
-    const victims = { laptopTries: 0, laptopOk: 0, adminTries: 0, adminOk: 0, attackerMostOpen: 0 };
-    let stormDone = false;
+    const victims = { laptopTries: 0, laptopOk: 0, adminTries: 0, adminOk: 0, attackerOpen };
     const probeVictims = (async () => {
       while (!stormDone) {
         victims.laptopTries++;
         if ((await w.onLaptop("ssh -o BatchMode=yes -o ConnectTimeout=30 raspi true", 90_000)).code === 0) victims.laptopOk++;
         victims.adminTries++;
         if ((await w.admin(["host-key"])).code === 0) victims.adminOk++;
-        victims.attackerMostOpen = Math.max(victims.attackerMostOpen, await openFrom(w.relay, attackSite.routerWanIp).catch(() => 0));
         await sleep(2000);
       }
     })();
     const storm = await converge(n, stormLimit, online, () => cpu({ attacker }), (l) => o.log(`scale: restart under a flood ${l}`));
     stormDone = true;
-    await probeVictims;
+    await Promise.all([probeVictims, sampleAttacker]);
     const sent = await flood.stop();
     const seconds = (Date.now() - floodRestartAt) / 1000;
     await docker(["rm", "-f", attacker], { check: false });
@@ -385,7 +405,7 @@ export async function benchScale(w: World, o: ScaleOptions): Promise<Section> {
     `Ramp (farm start): ${describeMarks(ramp)}. Timeline: ${ramp.timeline.join(", ")}.`,
     `Relay restart: ${describeMarks(plain.storm)}. Timeline: ${plain.storm.timeline.join(", ")}. What the agents did (from their logs): ${plainTrace}.`,
     `Relay restart${relayCap}: ${describeMarks(capped.storm)}. Timeline: ${capped.storm.timeline.join(", ")}. What the agents did: ${cappedTrace}.`,
-    ...(underFlood ? [`Relay restart during the flood: ${describeMarks(underFlood.storm)}. Timeline: ${underFlood.storm.timeline.join(", ")}. What the agents did: ${underFlood.agents}. The attacker (its own site, one address, CPU capped at ${ATTACKER_LIMITS[1]}) opened ${underFlood.sent} connections in ${underFlood.seconds.toFixed(0)} s, never more than ${underFlood.victims.attackerMostOpen} open at once on the relay at a sample; meanwhile the office laptop's \`ssh raspi true\` succeeded ${underFlood.victims.laptopOk} of ${underFlood.victims.laptopTries} times and the operator's admin call ${underFlood.victims.adminOk} of ${underFlood.victims.adminTries}.`] : []),
+    ...(underFlood ? [`Relay restart during the flood: ${describeMarks(underFlood.storm)}. Timeline: ${underFlood.storm.timeline.join(", ")}. What the agents did: ${underFlood.agents}. The attacker (its own site, one address, CPU capped at ${ATTACKER_LIMITS[1]}) opened ${underFlood.sent} connections in ${underFlood.seconds.toFixed(0)} s, ${describeAttackerOpen(underFlood.victims.attackerOpen)}; meanwhile the office laptop's \`ssh raspi true\` succeeded ${underFlood.victims.laptopOk} of ${underFlood.victims.laptopTries} times and the operator's admin call ${underFlood.victims.adminOk} of ${underFlood.victims.adminTries}.`] : []),
     ...restartTrouble,
     `Handshakes in the relay's log since the first restart: ${handshakes.accepted} accepted, ${handshakes.postponed} key queries answered (Postponed publickey), ${handshakes.timedOut} timed out before authentication (LoginGraceTime).`,
     `Why the agents' sessions ended, since the farm started (count, reason, ssh's exit code): ${lostReasons.join("; ")}.`,

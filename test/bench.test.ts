@@ -76,6 +76,10 @@ test("a partial run's sections replace the full run's, in the full run's order, 
   t.is(merged.durationSeconds, 2400);
   t.is(merged.command, "npm run bench, then npm run bench -- --only scale");
   t.deepEqual(merged.notes, ["(2026-01-01T00:00:00.000Z) full run", "(scale re-run on 2026-02-01T00:00:00.000Z) partial run"]);
+  const again = mergeResults(merged, { ...partial, date: "2026-03-01T00:00:00.000Z", notes: ["second partial run"], sections: [section("scale", "newer scale")] });
+  t.deepEqual(again.sections.map((s) => `${s.id}: ${s.findings[0]}`), ["connect: old connect", "enroll: old enroll", "scale: newer scale"]);
+  t.is(again.command, "npm run bench, then npm run bench -- --only scale", "a re-run of the same sections replaces the earlier one's command");
+  t.deepEqual(again.notes, ["(2026-01-01T00:00:00.000Z) full run", "(scale re-run on 2026-03-01T00:00:00.000Z) second partial run"], "and its notes");
 });
 
 test("RESULTS.md is rendered from the results object: ratios, verdicts and the machine", (t) => {
