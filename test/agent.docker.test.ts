@@ -9,7 +9,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import test from "ava";
 import { buildImage, docker, ensureDocker, inspect, keygen, mapLimit, useScope, waitFor } from "./bed/index.ts";
 import { startWorld } from "./agent/world.ts";
-import { AGENT_STATES, renderAgentEnv, renderAgentKnownHosts } from "../lib/contract/agent.ts";
+import { AGENT_BACKOFF, AGENT_STATES, renderAgentEnv, renderAgentKnownHosts } from "../lib/contract/agent.ts";
 import { parsePublicKey } from "../lib/keys.ts";
 
 test.before(async () => {
@@ -220,7 +220,7 @@ test("[docker] with the relay unreachable the agent backs off about 1 s, doublin
   t.regex(states[1]!, /lost: ssh: connect to host 127\.0\.0\.1 port 2222: Connection refused \(ssh exit 255, never up\)/);
 });
 
-test("[docker] a relay that sheds connections before its banner (MaxStartups): the agent says the relay is busy and comes back within 1-30 s", async (t) => {
+test("[docker] a relay that sheds connections before its banner (MaxStartups): the agent says the relay is busy and comes back within 1-20 s", async (t) => {
   const scope = useScope(t);
   const [image, host] = await Promise.all([buildImage("rtunnel"), buildImage("host")]);
   const conf = await agentConfig("busy");
@@ -242,8 +242,9 @@ test("[docker] a relay that sheds connections before its banner (MaxStartups): t
   }, { tries: 600, intervalMs: 250 });
   const lost = statesAfter(log, 0).filter((l) => l.includes("rtunnel: lost:"));
   t.regex(lost[0] ?? "", /rtunnel: lost: relay busy: kex_exchange_identification: .*\(ssh exit 255, never up\)$/, log);
-  // Not the doubling from 1 s: a random moment within [1, 30] s, every time it is shed.
-  for (const d of delays.slice(0, 2)) t.true(d >= 1 && d <= 30, `back-off ${d} s, expected 1-30 s:\n${log}`);
+  // Not the doubling from 1 s: a random moment within the busy window, every time it is shed.
+  const [lo, hi] = [AGENT_BACKOFF.busyMinMs / 1000, AGENT_BACKOFF.busyMaxMs / 1000];
+  for (const d of delays.slice(0, 2)) t.true(d >= lo && d <= hi, `back-off ${d} s, expected ${lo}-${hi} s:\n${log}`);
   const dropped = await docker(["logs", busy]);
   t.regex(dropped.stdout + dropped.stderr, /drop connection #\d+ from \[127\.0\.0\.1\]:\d+ on \[127\.0\.0\.1\]:2222 Maxstartups/, "sshd itself shed the agent's connections");
 });

@@ -99,7 +99,7 @@ test("the agent's directory, files, env keys, default target and backoff are the
   t.regex(script, new RegExp(`^: "\\$\\{TARGET:=${esc(DEFAULT_TARGET)}\\}"$`, "m"));
   t.regex(script, new RegExp(`^BACKOFF_MIN_MS=${AGENT_BACKOFF.minMs} BACKOFF_MAX_MS=${AGENT_BACKOFF.maxMs} `, "m"));
   t.regex(script, new RegExp(`^STABLE_S=${AGENT_BACKOFF.stableS} `, "m"));
-  t.regex(script, new RegExp(`^BUSY_MIN_MS=${AGENT_BACKOFF.busyMinMs} `, "m"));
+  t.regex(script, new RegExp(`^BUSY_MIN_MS=${AGENT_BACKOFF.busyMinMs} BUSY_MAX_MS=${AGENT_BACKOFF.busyMaxMs} `, "m"));
 });
 
 test("the agent's exit codes and state words are the contract's, in the script and its README", (t) => {

@@ -44,9 +44,9 @@ export type AgentState = (typeof AGENT_STATES)[number];
 /**
  * Its reconnect backoff: jittered in [d/2, d], d doubling from min to max, reset after
  * `stableS` up; a connection the relay shed before its banner (busy: MaxStartups) waits a
- * random time in [busyMinMs, maxMs], so a fleet spreads over what the relay admits.
+ * random time in [busyMinMs, busyMaxMs], so a fleet spreads over what the relay admits.
  */
-export const AGENT_BACKOFF = { minMs: 1000, maxMs: 30_000, stableS: 10, busyMinMs: 1000 } as const;
+export const AGENT_BACKOFF = { minMs: 1000, maxMs: 30_000, stableS: 10, busyMinMs: 1000, busyMaxMs: 20_000 } as const;
 
 /** /etc/rtunnel/rtunnel.env */
 export function renderAgentEnv(o: { relay: RelayEndpoint; forwardPort: number; target?: string }): string {
