@@ -5,14 +5,12 @@
 // relay and no device run here: the pushes' own tests come with the relay and device parts.
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
-import os from "node:os";
+import { mkdir, readFile, readdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import test, { type ExecutionContext } from "ava";
 import { caPaths, userCertPrincipals } from "../lib/contract/ca.ts";
 import { keyLine, parsePublicKey, type PublicKey } from "../lib/keys.ts";
 import { repoRoot } from "../lib/paths.ts";
-import { waitFor } from "../lib/poll.ts";
 import { run } from "../lib/proc.ts";
 import { addCaToAgent, initCa, inspectCertificate, requireCa } from "../provision/ca/ca.ts";
 import { readIssued, readRevoked } from "../provision/ca/records.ts";
@@ -21,25 +19,10 @@ import { grant, login } from "../provision/commands/grant.ts";
 import { revokeCert } from "../provision/commands/revokeCert.ts";
 import { ExitError } from "../provision/errors.ts";
 import { emptyModel, renderFragment, renderKnown, withDevice, withRelay } from "../provision/laptop/model.ts";
+import { startAgent, tempDir } from "./bed/local.ts";
 
 const PASSPHRASE = "correct horse battery staple";
 
-async function tempDir(t: ExecutionContext, prefix: string): Promise<string> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), `rtunnel-${prefix}-`));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
-
-async function startAgent(t: ExecutionContext): Promise<string> {
-  const dir = await tempDir(t, "agent");
-  const sock = path.join(dir, "agent.sock");
-  const agent = spawn("ssh-agent", ["-D", "-a", sock], { stdio: "ignore" });
-  t.teardown(() => {
-    agent.kill();
-  });
-  await waitFor("ssh-agent's socket", async () => existsSync(sock), { tries: 100, intervalMs: 100 });
-  return sock;
-}
 
 async function keyPair(dir: string, name: string): Promise<{ file: string; pub: PublicKey }> {
   const file = path.join(dir, name);

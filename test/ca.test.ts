@@ -1,15 +1,13 @@
 // The fleet CA with the real tools (provision/ca/): ssh-keygen makes, signs and reads back,
 // and a real ssh-agent, started by each test in its own temp directory, holds the CA. Every
 // test uses its own temp ssh dir: the real ~/.ssh is never touched. No Docker.
-import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import test, { type ExecutionContext } from "ava";
 import { BACKDATE_SECONDS, caPaths, HOST_CERT_LIFETIME, parseKeyId, validityWindow } from "../lib/contract/ca.ts";
 import { parsePublicKey, type PublicKey } from "../lib/keys.ts";
-import { waitFor } from "../lib/poll.ts";
 import { run } from "../lib/proc.ts";
 import { withAskpass } from "../provision/ca/askpass.ts";
 import { addCaToAgent, agentKeys, initCa, inspectCertificate, loadCa, requireCa, signHostKey, signUserCert, type Ca } from "../provision/ca/ca.ts";
@@ -17,26 +15,10 @@ import { krlQueryArgv } from "../provision/ca/keygen.ts";
 import { readIssued, readRevoked, updateDeviceRecord, readDeviceRecords } from "../provision/ca/records.ts";
 import { currentKrl, krlVersion, revoke } from "../provision/ca/revocation.ts";
 import { ExitError } from "../provision/errors.ts";
+import { startAgent, tempDir } from "./bed/local.ts";
 
 const PASSPHRASE = "correct horse battery staple";
 
-async function tempDir(t: ExecutionContext, prefix: string): Promise<string> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), `rtunnel-${prefix}-`));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
-
-/** A real ssh-agent of this test's own (foreground, ended by its pid at teardown). */
-async function startAgent(t: ExecutionContext): Promise<string> {
-  const dir = await tempDir(t, "agent");
-  const sock = path.join(dir, "agent.sock");
-  const agent = spawn("ssh-agent", ["-D", "-a", sock], { stdio: "ignore" });
-  t.teardown(() => {
-    agent.kill();
-  });
-  await waitFor("ssh-agent's socket", async () => existsSync(sock), { tries: 100, intervalMs: 100 });
-  return sock;
-}
 
 async function newCa(t: ExecutionContext, o: { rsa?: boolean } = {}): Promise<{ sshDir: string; ca: Ca }> {
   const sshDir = path.join(await tempDir(t, "ssh"), "ssh");

@@ -4,24 +4,16 @@
 // files with CertificateFile, IdentitiesOnly and a @cert-authority line for a device that has
 // a host certificate (its pin for one that has none); `ssh -G` reads them as meant. A
 // throwaway CA made with ssh-keygen, held by a real ssh-agent started here.
-import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
-import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import os from "node:os";
+import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import test, { type ExecutionContext } from "ava";
 import { caPaths } from "../lib/contract/ca.ts";
 import { keyLine, parsePublicKey, type PublicKey } from "../lib/keys.ts";
-import { waitFor } from "../lib/poll.ts";
 import { run } from "../lib/proc.ts";
 import { grant, login } from "../provision/commands/grant.ts";
 import { emptyModel, renderFragment, renderKnown, withDevice, withRelay } from "../provision/laptop/model.ts";
+import { startAgent, tempDir } from "./bed/local.ts";
 
-async function tempDir(t: ExecutionContext, prefix: string): Promise<string> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), `rtunnel-${prefix}-`));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
 
 async function keyPair(file: string, comment: string): Promise<PublicKey> {
   await run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", file]);
@@ -49,13 +41,7 @@ async function operator(t: ExecutionContext) {
   await writeFile(path.join(sshDir, "config"), "Include ~/.ssh/config.d/rtunnel\n");
   const relayFile = path.join(home, "relay.json");
   await writeFile(relayFile, JSON.stringify({ host: "127.0.0.1", port: 12345, hostKey: keyLine(relayKey) }));
-  const agentDir = await tempDir(t, "agent");
-  const sock = path.join(agentDir, "agent.sock");
-  const agent = spawn("ssh-agent", ["-D", "-a", sock], { stdio: "ignore" });
-  t.teardown(() => {
-    agent.kill();
-  });
-  await waitFor("ssh-agent's socket", async () => existsSync(sock), { tries: 100, intervalMs: 100 });
+  const sock = await startAgent(t);
   await run("ssh-add", ["-q", p.userCa, p.hostCa], { env: { ...process.env, SSH_AUTH_SOCK: sock } });
   return { home, sshDir, sock, relayFile, hostCa, pinned };
 }

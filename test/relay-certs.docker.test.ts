@@ -12,7 +12,8 @@ import { RELAY_CA_PATHS } from "../lib/contract/ca.ts";
 import { sh } from "../lib/shell.ts";
 import { docker, ensureDocker, exec, useScope, waitFor } from "./bed/index.ts";
 import { CaAnswer, ListWithCertificatesAnswer, SetKrlAnswer, SetUserCaAnswer, type AuditEvent, type ConnectionEvent } from "../provision/relay/protocol.ts";
-import { type Relay, sshArgv, startRelay } from "./relay/fixture.ts";
+import { type Relay, startRelay } from "./relay/fixture.ts";
+import { holds } from "./relay/holds.ts";
 
 test.before(async () => {
   await ensureDocker();
@@ -56,31 +57,6 @@ const jumpWith = (r: Relay, key: string, cert: string, port: number) => r.ssh(ke
 
 const DENIED = /Permission denied \(publickey\)/;
 const PROHIBITED = /administratively prohibited|open failed/;
-
-/** ssh -N logins held in the client container with -v logs, as in relay-limits. */
-function holds(r: Relay) {
-  const dir = "/tmp/hold";
-  const stateOf = async (tag: string) => {
-    const res = await exec(r.client, ["sh", "-c", sh`cat ${`${dir}/${tag}.log`} 2>/dev/null; echo; echo "exit:$(cat ${`${dir}/${tag}.exit`} 2>/dev/null)"`.text], { check: false });
-    const done = !/exit:$/m.test(res.stdout);
-    const authenticated = /Authenticated to /.test(res.stdout);
-    if (!done) return authenticated ? "held" : "pending";
-    if (authenticated) return "cut";
-    return /Permission denied \(publickey\)/.test(res.stdout) ? "refused" : "failed";
-  };
-  return {
-    async start(tag: string, key: string, cert: string) {
-      const argv = sshArgv(r.container, key, "jump", ["-v", "-N", "-o", "ServerAliveInterval=5", "-o", `CertificateFile=${cert}`]);
-      await docker(["exec", "-d", r.client, "sh", "-c", sh`mkdir -p ${dir}; ${argv} >${`${dir}/${tag}.log`} 2>&1 </dev/null & echo $! >${`${dir}/${tag}.pid`}; wait $!; echo $? >${`${dir}/${tag}.exit`}`.text]);
-    },
-    stateOf,
-    async settled(tag: string) {
-      let s = "pending";
-      await waitFor(`ssh ${tag} to be let in or refused`, async () => (s = await stateOf(tag)) !== "pending", { tries: 480, intervalMs: 250 });
-      return s;
-    },
-  };
-}
 
 /** How many certificate logins of this key the relay's log reader has let in. */
 async function admitted(r: Relay, fp: string): Promise<number> {
@@ -161,8 +137,8 @@ test("[docker] revoking a certificate (set-krl) refuses it and ends its live log
   const stolen = await c.sign({ ca: "userca", key: "lap", id: "rtunnel:lap:7001", serial: "7001", principals: ["rtunnel-grant:a"] });
   const fine = await c.sign({ ca: "userca", key: "desk", id: "rtunnel:desk:7002", serial: "7002", principals: ["rtunnel-grant:a"] });
   const h = holds(r);
-  await h.start("stolen", "lap", stolen);
-  await h.start("fine", "desk", fine);
+  await h.start("stolen", "lap", "jump", ["-o", `CertificateFile=${stolen}`]);
+  await h.start("fine", "desk", "jump", ["-o", `CertificateFile=${fine}`]);
   t.is(await h.settled("stolen"), "held");
   t.is(await h.settled("fine"), "held");
   const lapFp = await c.fingerprint("/k/lap.pub");
@@ -212,7 +188,7 @@ test("[docker] certificate logins count against the jump limit (per certified ke
   const states: string[] = [];
   for (let i = 0; i < 3; i++) {
     const before = await admitted(r, lapFp);
-    await h.start(`lap${i}`, "lap", cert);
+    await h.start(`lap${i}`, "lap", "jump", ["-o", `CertificateFile=${cert}`]);
     const s = await h.settled(`lap${i}`);
     if (s === "held") await waitFor(`the relay to count lap${i}`, async () => (await admitted(r, lapFp)) > before, { tries: 480, intervalMs: 250 });
     states.push(s);
@@ -225,7 +201,7 @@ test("[docker] certificate logins count against the jump limit (per certified ke
   t.like(row, { keyId: "rtunnel:lap:9", connections: 2, limit: 2 });
   // Another laptop's certificate is not affected by lap's limit.
   const desk = await c.sign({ ca: "userca", key: "desk", id: "rtunnel:desk:10", serial: "10", principals: ["rtunnel-grant:b"] });
-  await h.start("desk", "desk", desk);
+  await h.start("desk", "desk", "jump", ["-o", `CertificateFile=${desk}`]);
   t.is(await h.settled("desk"), "held");
 
   // Removing a: its port leaves every grant, so the logins granted a end; desk's (b) stays.
