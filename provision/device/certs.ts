@@ -32,7 +32,10 @@ export function clockOffset(r: ClockReading): ClockOffset {
   if (!Number.isFinite(r.deviceSeconds) || !(r.receivedMs >= r.sentMs)) throw new RangeError(`not a clock reading: ${JSON.stringify(r)}`);
   const midMs = (r.sentMs + r.receivedMs) / 2;
   const offset = r.deviceSeconds + 0.5 - midMs / 1000;
-  return { offsetSeconds: Math.round(offset * 10) / 10, uncertaintySeconds: Math.round(((r.receivedMs - r.sentMs) / 2000 + 0.5) * 10) / 10 };
+  // The uncertainty is rounded up, so it stays a bound: rounded to nearest, a reading taken
+  // at the very end of the round trip, at the start of the device's second, fell outside it.
+  const bound = (r.receivedMs - r.sentMs) / 2000 + 0.5;
+  return { offsetSeconds: Math.round(offset * 10) / 10, uncertaintySeconds: Math.ceil(bound * 10 - 1e-9) / 10 };
 }
 
 /** `date +%s` output: whole seconds since the epoch, or undefined. */
