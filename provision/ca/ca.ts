@@ -4,7 +4,7 @@
 // renamed into place: never half-written); used ONLY through ssh-agent (`ssh-keygen -U -s
 // CA.pub`): node never reads a CA private key, and nothing here sends one anywhere.
 //
-// What the other parts call (provision/ca/README.md): loadCa/requireCa, signUserCert,
+// What other modules call (provision/ca/README.md): loadCa/requireCa, signUserCert,
 // signHostKey, inspectCertificate, and from revocation.ts currentKrl/revoke.
 import { randomInt } from "node:crypto";
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
