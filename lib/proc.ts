@@ -61,3 +61,13 @@ export function run(file: string, args: readonly string[], opts: RunOptions = {}
 export function spawnProcess(file: string, args: readonly string[]): ChildProcessWithoutNullStreams {
   return spawn(file, args, { stdio: ["pipe", "pipe", "pipe"] });
 }
+
+/** Whether a process of this machine still runs (EPERM: it does, as someone else). */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+}

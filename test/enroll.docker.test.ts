@@ -7,14 +7,14 @@
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import test, { type ExecutionContext } from "ava";
+import test from "ava";
 import { RELAY_CONTAINER_PORT } from "../lib/contract/relay.ts";
 import { RelayAdmin } from "../provision/relay/admin.ts";
 import { parseRelayFacts } from "../provision/relay/facts.ts";
 import { parsePublicKey } from "../lib/keys.ts";
 import { renderRelayFacts } from "../provision/relay/facts.ts";
 import { buildImage, copySshDir, createNatTopology, docker, ensureDocker, keygen, Scope, sharedWorldHooks, startDevice, startLaptop, startRelay, type Topology } from "./bed/index.ts";
-import { runCli } from "./bed/index.ts";
+import { oneLine, runCli } from "./bed/index.ts";
 
 interface Bed {
   scope: Scope;
@@ -98,13 +98,6 @@ async function snapshot() {
     device: await device(bed.device),
     noDocker: await device(bed.noDocker),
   };
-}
-
-function oneLine(t: ExecutionContext, stderr: string, pattern: RegExp) {
-  const lines = stderr.trim().split("\n").filter((l) => l.startsWith("rtunnel: "));
-  t.is(lines.length, 1, stderr);
-  t.regex(lines[0] ?? "", pattern);
-  t.notRegex(stderr, /\n\s+at /, "no stack trace");
 }
 
 const onLaptop = (cmd: string[], timeoutMs = 120_000) => bed.scope.exec(bed.laptop, cmd, { check: false, timeoutMs });

@@ -4,16 +4,7 @@
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { cacheDir } from "../paths.ts";
-
-/** Whether a process of this machine still runs (EPERM: it does, as someone else). */
-export function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
+import { alive } from "../proc.ts";
 
 export async function withLock<T>(name: string, fn: () => Promise<T>, timeoutMs = 20 * 60_000): Promise<T> {
   const dir = path.join(cacheDir(), "locks", name);

@@ -9,6 +9,7 @@ import { z } from "zod";
 import type { caPaths, DeviceCaRecord, DeviceCaRecords, IssuedCert, RevokedList } from "../../lib/contract/ca.ts";
 import { parseKeyId, parseSerial } from "../../lib/contract/ca.ts";
 import { NAME_PATTERN } from "../../lib/contract/relay.ts";
+import { alive } from "../../lib/proc.ts";
 import { ExitError, EXIT } from "../errors.ts";
 import { atomicWrite } from "../laptop/files.ts";
 
@@ -158,14 +159,5 @@ export async function withCaLock<T>(p: CaPaths, fn: () => Promise<T>, o: { tries
     return await fn();
   } finally {
     await rm(lock, { force: true });
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM";
   }
 }

@@ -25,7 +25,7 @@ import { chmod, mkdir, mkdtemp, readFile, readdir, writeFile } from "node:fs/pro
 import { createHash } from "node:crypto";
 import os from "node:os";
 import path from "node:path";
-import test, { type ExecutionContext } from "ava";
+import test from "ava";
 import { NodeSSH } from "node-ssh";
 import { caPaths, DEVICE_CA_PATHS, HOST_CERT_LIFETIME, BACKDATE_SECONDS, type DeviceCaRecords } from "../../lib/contract/ca.ts";
 import { keyLine, parsePublicKey, type PublicKey } from "../../lib/keys.ts";
@@ -45,6 +45,7 @@ import {
   ensureDocker,
   installSshFiles,
   keygen,
+  oneLine,
   run,
   runCli,
   Scope,
@@ -162,13 +163,6 @@ export function deviceCertsTests(suite: "trixie" | "bookworm"): void {
   }
   const snapshot = async () => ({ device: await deviceFiles(), sockets: await listenerSockets(), laptop: await laptopFiles(), registry: await w.relay.registry() });
   const records = async (): Promise<DeviceCaRecords> => JSON.parse(await readFile(w.ca.paths.devices, "utf8").catch(() => "{}")) as DeviceCaRecords;
-  function oneLine(t: ExecutionContext, stderr: string, pattern: RegExp) {
-    const lines = stderr.trim().split("\n").filter((l) => l.startsWith("rtunnel: "));
-    t.is(lines.length, 1, stderr);
-    t.regex(lines[0] ?? "", pattern);
-    t.notRegex(stderr, /\n\s+at /, "no stack trace");
-  }
-
   /** A user certificate for the laptop's key, signed by the CA in the agent with ssh-keygen as the test says (`-V`, principals). */
   async function rawCert(name: string, principals: string[], validity: string): Promise<string> {
     const dir = await mkdtemp(path.join(w.tmp, "cert-"));

@@ -19,7 +19,7 @@
 import { mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import test, { type ExecutionContext } from "ava";
+import test from "ava";
 import { parsePublicKey } from "../../lib/keys.ts";
 import { sh } from "../../lib/shell.ts";
 import { INCLUDE_LINES, SSHD_CONFIG, SSHD_CONFIG_BACKUP, SSHD_DROP_IN, SSHD_INCLUDE_MARKER, tunnelConnectionSpec } from "../../provision/device/sshd.ts";
@@ -33,6 +33,7 @@ import {
   ensureDocker,
   installSshFiles,
   keygen,
+  oneLine,
   runCli,
   Scope,
   sharedWorldHooks,
@@ -134,13 +135,6 @@ export function deviceSshdTests(suite: "trixie" | "bookworm"): void {
     (await onDevice("for f in $(find /etc/ssh /etc/rtunnel -type f 2>/dev/null | sort); do printf '%s %s\\n' \"$(stat -c '%n %a %U' \"$f\")\" \"$(sha256sum < \"$f\" | cut -c1-16)\"; done; stat -c '%n %a %U' /etc/ssh/sshd_config.d /etc/rtunnel 2>&1")).stdout;
   const snapshot = async () => ({ files: await deviceFiles(), sockets: await listenerSockets(), registry: await w.relay.registry() });
   const effective = async (address: string) => (await onDevice(sh`sshd -T -C ${tunnelConnectionSpec("pi", address)}`.text)).stdout;
-  function oneLine(t: ExecutionContext, stderr: string, pattern: RegExp) {
-    const lines = stderr.trim().split("\n").filter((l) => l.startsWith("rtunnel: "));
-    t.is(lines.length, 1, stderr);
-    t.regex(lines[0] ?? "", pattern);
-    t.notRegex(stderr, /\n\s+at /, "no stack trace");
-  }
-
   test.serial(`[docker] ${suite}: before enrollment, ${penalties ? "failed logins from loopback lock loopback out (the trap)" : "failed logins from loopback lock nothing out (OpenSSH 9.2 has no penalties)"}; a password works on the LAN address`, async (t) => {
     t.regex((await onDevice("ssh -V 2>&1")).stdout, penalties ? /^OpenSSH_10\./ : /^OpenSSH_9\.2/);
     for (let i = 0; i < FAILURES; i++) t.not((await fromLoopback("wrong")).code, 0);
