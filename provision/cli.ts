@@ -208,7 +208,8 @@ export function program(): Command {
   });
   caCommon(ca.command("show").description("the CA's fingerprints, whether ssh-agent holds them, its KRL version, how many certificates it issued")).action(async (o: Opts) => {
     const r = await caShow({ sshDir: o.sshDir as string | undefined });
-    process.stdout.write(o.json ? `${JSON.stringify(r, null, 2)}\n` : renderCaShow(r));
+    if (o.json) printJson(r);
+    else process.stdout.write(renderCaShow(r));
   });
   caCommon(
     ca
@@ -224,7 +225,8 @@ export function program(): Command {
   caCommon(ca.command("inspect").description("what a certificate says (ssh-keygen -L): key id, serial, principals, validity now, and whether this CA signed and revoked it").argument("<file>", "a certificate (NAME-cert.pub)")).action(
     async (file: string, o: Opts) => {
       const r = await caInspect({ sshDir: o.sshDir as string | undefined, file });
-      process.stdout.write(o.json ? `${JSON.stringify(r, null, 2)}\n` : renderCaInspect(r));
+      if (o.json) printJson(r);
+      else process.stdout.write(renderCaInspect(r));
     },
   );
   common(ca.command("push").description("send the user CA key and the current KRL to the relay (set-user-ca, set-krl), and the KRL to every device enrolled from here that does not have it")).action(async (o: Opts) => {

@@ -23,6 +23,7 @@ import { keyLine, parsePublicKey, type PublicKey } from "../../lib/keys.ts";
 import { CommandError, run } from "../../lib/proc.ts";
 import { ExitError, EXIT } from "../errors.ts";
 import { configPath } from "../validate.ts";
+import { laptopPaths } from "../laptop/files.ts";
 import { hostKeyAlias } from "../laptop/model.ts";
 import { withAskpass } from "./askpass.ts";
 import { certStatus, parseCertListing, type CertInfo } from "./certinfo.ts";
@@ -45,7 +46,7 @@ const COMMENT: Record<CaRole, string> = { user: "rtunnel-user-ca", host: "rtunne
 const KEY_FILES = ["userCa", "userCaPub", "hostCa", "hostCaPub"] as const;
 
 /** The ssh dir the CA lives under: --ssh-dir, else ~/.ssh. */
-export const sshDirOf = (o: { sshDir?: string; home?: string }): string => path.resolve(o.sshDir ?? path.join(o.home ?? os.homedir(), ".ssh"));
+export const sshDirOf = (o: { sshDir?: string; home?: string }): string => laptopPaths(o).sshDir;
 
 async function exists(file: string): Promise<boolean> {
   return stat(file).then(

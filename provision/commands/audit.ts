@@ -3,6 +3,7 @@
 // fingerprints. A laptop's connection names the client; the device it went on to is the one
 // it was granted at that moment when there was one, else the grant list (the relay's sshd
 // does not log a successful `-W` target at LogLevel VERBOSE).
+import { parseKeyId } from "../../lib/contract/ca.ts";
 import { replay } from "../relay/history.ts";
 import type { AuditEvent, ChangeEvent, ConnectionEvent, Grant, TrustChangeEvent } from "../relay/protocol.ts";
 import { openFleet, withRelay, type FleetOptions } from "./fleet.ts";
@@ -50,7 +51,7 @@ function trustDetail(e: TrustChangeEvent): string {
 
 /** A certificate login: who it was granted to (its key id's NAME), the devices its grant names. */
 function certificateRow(e: ConnectionEvent): AuditRow {
-  const holder = e.keyId?.split(":")[1];
+  const holder = e.keyId ? parseKeyId(e.keyId)?.name : undefined;
   const cert = `certificate ${e.keyId ?? "(not one of ours)"} (serial ${e.serial})`;
   if (e.refused) {
     const why = e.refused === "limit" ? `its key is at its limit of ${e.limit ?? "?"} live connection${e.limit === 1 ? "" : "s"}` : "refused (untrusted CA, revoked, expired, no grant here, or a bad signature)";

@@ -89,7 +89,8 @@ async function currentHostCert(owned: ReadonlyMap<string, FileState> | undefined
 export async function planDeviceCerts(o: { fleet: FleetCa; device: Device; name: string; account: string; presented: PublicKey; state: SshdState; agentSock?: string; now?: Date }): Promise<DeviceCertPlan> {
   const now = o.now ?? new Date();
   const clock = await measureClock(o.device);
-  const base = { fleet: o.fleet, name: o.name, account: o.account, clock, ...(clockProblem(clock) ? { clockProblem: clockProblem(clock) } : {}) };
+  const problem = clockProblem(clock);
+  const base = { fleet: o.fleet, name: o.name, account: o.account, clock, ...(problem ? { clockProblem: problem } : {}) };
   const hostKey = await o.device.ed25519HostKey();
   if (!hostKey) return { ...base, noHostCert: `the device has no ed25519 host key (${ED25519_HOST_KEY}): the laptop keeps its pinned host key` };
   if (o.presented.type === "ssh-ed25519" && o.presented.fingerprint !== hostKey.fingerprint) {

@@ -78,9 +78,8 @@ function grantedDevices(model: LaptopModel, wanted: readonly string[] | "all", f
 /** Refuses to replace a certificate file that another CA signed (the user's own, e.g. a company's). */
 async function checkCertDestination(file: string, ca: Ca): Promise<void> {
   await checkWritable(file);
-  const text = await readLaptopFile(file);
-  if (text === undefined) return;
-  const info = await inspectCertificate({ text }).catch(() => undefined);
+  if ((await readLaptopFile(file)) === undefined) return;
+  const info = await inspectCertificate({ file }).catch(() => undefined);
   if (!info) throw new ExitError(EXIT.usage, `${file} exists and is not a certificate: not replacing it (move it away)`);
   if (info.caFingerprint !== ca.userCa.fingerprint) throw new ExitError(EXIT.usage, `${file} holds a certificate from another CA (${info.caFingerprint}): not replacing it; certify another key`);
 }

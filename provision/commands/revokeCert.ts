@@ -6,7 +6,7 @@ import type { Revocation } from "../../lib/contract/ca.ts";
 import { requireCa, sshDirOf } from "../ca/ca.ts";
 import { pushKrlToDevices, pushToRelay, type DevicesPush, type RelayPush } from "../ca/push.ts";
 import { readDeviceRecords } from "../ca/records.ts";
-import { currentKrl, revoke, type RevokeTarget } from "../ca/revocation.ts";
+import { currentKrl, revoke, type Krl, type RevokeTarget } from "../ca/revocation.ts";
 import { ExitError, EXIT } from "../errors.ts";
 import { openFleet, readLaptopSide, type FleetOptions } from "./fleet.ts";
 
@@ -34,8 +34,10 @@ export async function revokeCert(o: RevokeCertOptions): Promise<RevokeCertResult
   const log = o.log ?? (() => {});
   let target: RevokeTarget | undefined;
   let revoked: Revocation[] = [];
+  let krl: Krl | undefined;
   if (o.target !== undefined) {
     const r = await revoke(ca, o.target, o.now);
+    krl = r.krl;
     target = r.target;
     revoked = r.added;
     log(
@@ -44,7 +46,8 @@ export async function revokeCert(o: RevokeCertOptions): Promise<RevokeCertResult
         : `${o.target} was revoked already: KRL version ${r.krl.version} unchanged`,
     );
   }
-  const krl = await currentKrl(ca);
+  // revoke() made the KRL under the CA's lock; only a bare --push reads the current one.
+  krl ??= await currentKrl(ca);
   const out: RevokeCertResult = { ...(target ? { target } : {}), revoked, krl: { version: krl.version, sha256: krl.sha256, file: krl.file, revoked: krl.revoked } };
   if (!push) return out;
 
