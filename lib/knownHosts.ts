@@ -64,9 +64,12 @@ export function entries(lines: readonly KnownHostsLine[]): KnownHost[] {
   return lines.flatMap((l) => ("entry" in l ? [l.entry] : []));
 }
 
-/** Replaces the plain entries of `e.pattern` by `e` (in the place of the first one, else at the end); marker lines stay. */
-export function upsertKnownHost(lines: readonly KnownHostsLine[], e: KnownHost): KnownHostsLine[] {
-  const same = (l: KnownHostsLine) => "entry" in l && l.entry.pattern === e.pattern && l.entry.marker === e.marker;
+/**
+ * Replaces the entries of `e.pattern` with a marker in `replacing` (by default `e`'s own) by
+ * `e`, in the place of the first of them, else at the end; other lines stay.
+ */
+export function upsertKnownHost(lines: readonly KnownHostsLine[], e: KnownHost, replacing: readonly (Marker | undefined)[] = [e.marker]): KnownHostsLine[] {
+  const same = (l: KnownHostsLine) => "entry" in l && l.entry.pattern === e.pattern && replacing.includes(l.entry.marker);
   const at = lines.findIndex(same);
   const rest = lines.filter((l) => !same(l));
   const out = [...rest];
@@ -74,7 +77,7 @@ export function upsertKnownHost(lines: readonly KnownHostsLine[], e: KnownHost):
   return out;
 }
 
-/** Without the entries of `pattern` (of that marker; plain ones by default). */
-export function removeKnownHost(lines: readonly KnownHostsLine[], pattern: string, marker?: Marker): KnownHostsLine[] {
-  return lines.filter((l) => !("entry" in l && l.entry.pattern === pattern && l.entry.marker === marker));
+/** Without the entries of `pattern` with a marker in `markers` (plain ones by default). */
+export function removeKnownHost(lines: readonly KnownHostsLine[], pattern: string, markers: readonly (Marker | undefined)[] = [undefined]): KnownHostsLine[] {
+  return lines.filter((l) => !("entry" in l && l.entry.pattern === pattern && markers.includes(l.entry.marker)));
 }

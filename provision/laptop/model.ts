@@ -188,24 +188,23 @@ export function withDevice(m: LaptopModel, d: { name: string; port: number; user
   return { ...m, devices, known: trust(m.known, d.name, d) };
 }
 
+/** The known_hosts lines by which a laptop trusts a device: its plain pin, or its host CA. */
+const DEVICE_TRUST_MARKERS = [undefined, "@cert-authority"] as const;
+
 /**
  * The known_hosts lines with `device` trusted as `t` says and by nothing else of ours: its
  * plain pins and its CA lines give way to one line, in the place of the first of them.
  */
 function trust(known: readonly KnownHostsLine[], device: string, t: DeviceTrust): KnownHostsLine[] {
   const alias = hostKeyAlias(device);
-  const ours = (l: KnownHostsLine) => "entry" in l && l.entry.pattern === alias && (l.entry.marker === undefined || l.entry.marker === "@cert-authority");
-  const at = known.findIndex(ours);
-  const rest = known.filter((l) => !ours(l));
-  const line: KnownHostsLine = { entry: t.hostCa ? { marker: "@cert-authority", pattern: alias, key: t.hostCa } : { pattern: alias, key: t.hostKey } };
-  return [...rest.slice(0, at < 0 ? rest.length : at), line, ...rest.slice(at < 0 ? rest.length : at)];
+  return upsertKnownHost(known, t.hostCa ? { marker: "@cert-authority", pattern: alias, key: t.hostCa } : { pattern: alias, key: t.hostKey }, DEVICE_TRUST_MARKERS);
 }
 
 /** Without one device: its Host block, its pinned host key and its CA line. */
 export function withoutDevice(m: LaptopModel, name: string): LaptopModel {
   const devices = new Map(m.devices);
   devices.delete(name);
-  return { ...m, devices, known: removeKnownHost(removeKnownHost(m.known, hostKeyAlias(name)), hostKeyAlias(name), "@cert-authority") };
+  return { ...m, devices, known: removeKnownHost(m.known, hostKeyAlias(name), DEVICE_TRUST_MARKERS) };
 }
 
 /** The device's pinned host key fingerprint is what the model holds under its HostKeyAlias. */
