@@ -34,9 +34,10 @@ export async function loadFleetCa(sshDir: string): Promise<FleetCa | undefined> 
  * The fingerprint of the host key that `device`'s current host certificate certifies (its
  * serial in devices.json, its key in issued.jsonl): what the operator's own connections (node-ssh,
  * which can't check a host certificate) pin once the laptop trusts the CA instead of a key.
+ * `records`: devices.json as the caller already read it.
  */
-export async function certifiedHostKeyFingerprint(ca: Ca, device: string): Promise<string | undefined> {
-  const serial = (await readDeviceRecords(ca.paths))[device]?.hostCert?.serial;
+export async function certifiedHostKeyFingerprint(ca: Ca, device: string, records?: DeviceCaRecords): Promise<string | undefined> {
+  const serial = (records ?? (await readDeviceRecords(ca.paths)))[device]?.hostCert?.serial;
   if (!serial) return undefined;
   return (await readIssued(ca.paths)).find((r) => r.type === "host" && r.name === device && r.serial === serial)?.keyFingerprint;
 }

@@ -239,7 +239,7 @@ export async function planEnrollment(o: EnrollOptions): Promise<PlannedEnrollmen
     // The device, pinned: --device-host-key, else the key an earlier enrollment pinned (or,
     // once the laptop trusts the host CA for it, the key its host certificate certifies), else
     // --accept-new shows and takes what it presents.
-    const pin = pinArg ?? (pinnedKey ? fingerprintOf(Buffer.from(pinnedKey.base64, "base64")) : fleetCa ? await certifiedHostKeyFingerprint(fleetCa.ca, name) : undefined);
+    const pin = pinArg ?? (pinnedKey ? fingerprintOf(Buffer.from(pinnedKey.base64, "base64")) : fleetCa ? await certifiedHostKeyFingerprint(fleetCa.ca, name, fleetCa.records) : undefined);
     const where = `${host}:${port}`;
     const conn = await connectPinned(
       {
