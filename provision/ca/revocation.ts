@@ -108,9 +108,14 @@ export interface Krl {
 export async function currentKrl(ca: Ca): Promise<Krl> {
   return withCaLock(ca.paths, async () => {
     const list = await readRevoked(ca.paths);
-    if ((await krlVersion(ca.paths.krl)) !== list.version) await renderKrl(ca, list);
+    await renderKrlIfBehind(ca, list);
     return krlOf(ca.paths, list);
   });
+}
+
+/** Renders revoked.krl from `list` when it is missing or of another version (under the CA's lock). */
+async function renderKrlIfBehind(ca: Ca, list: RevokedList): Promise<void> {
+  if ((await krlVersion(ca.paths.krl)) !== list.version) await renderKrl(ca, list);
 }
 
 async function krlOf(p: CaPaths, list: RevokedList): Promise<Krl> {
@@ -142,8 +147,8 @@ export async function revoke(ca: Ca, arg: string, now = new Date()): Promise<Rev
       // crash in between leaves a KRL one version behind, which currentKrl() renders again.
       await writeRevoked(ca.paths, list);
       await renderKrl(ca, list);
-    } else if ((await krlVersion(ca.paths.krl)) !== list.version) {
-      await renderKrl(ca, list);
+    } else {
+      await renderKrlIfBehind(ca, list);
     }
     return { target, added, krl: await krlOf(ca.paths, list) };
   });
