@@ -5,11 +5,9 @@
 // reached; narrowing the grant takes the key off the devices that were dropped, the same
 // way. add-client then writes that laptop's ~/.ssh (--out DIR, checked writable before any
 // change) or prints it.
-import { readFile } from "node:fs/promises";
 import path from "node:path";
-import { parsePublicKey, type PublicKey } from "../../lib/keys.ts";
 import { ExitError, EXIT } from "../errors.ts";
-import { atomicWrite, checkWritable } from "../laptop/files.ts";
+import { atomicWrite, checkWritable, readPublicKeyFile } from "../laptop/files.ts";
 import { deviceHostCa, LAPTOP_FILES, pinnedDeviceKey, renderLaptopFiles, type DeviceHost } from "../laptop/model.ts";
 import { unconfirmedCutWarning } from "../relay/admin.ts";
 import type { DeviceListing, Grant } from "../relay/protocol.ts";
@@ -52,19 +50,11 @@ export function droppedDevices(before: readonly string[], after: readonly string
   return before.filter((d) => !after.includes(d)).sort();
 }
 
-async function readKey(file: string): Promise<PublicKey> {
-  const text = await readFile(file, "utf8").catch(() => {
-    throw new ExitError(EXIT.usage, `can't read --key ${file}: pass the laptop's public key file (id_ed25519.pub)`);
-  });
-  if (/PRIVATE KEY/.test(text)) throw new ExitError(EXIT.usage, `--key ${file} is a PRIVATE key: pass the .pub file, and never copy the private half anywhere`);
-  return parsePublicKey(text.trim(), `--key ${file}`);
-}
-
 export async function addClient(o: AddClientOptions): Promise<AddClientResult> {
   const name = validateName(o.name, "client name");
   const wanted: Grant = o.devices === "all" ? "all" : [...new Set(o.devices.map((d) => validateName(d, "each device in --devices")))].sort();
   if (wanted !== "all" && wanted.length === 0) throw new ExitError(EXIT.usage, "--devices needs at least one device name (or pass --all)");
-  const key = await readKey(o.key);
+  const key = await readPublicKeyFile(o.key, "--key", "the laptop's public key file");
   const f = await openFleet(o);
   const outFiles = o.out ? LAPTOP_FILES.map((rel) => ({ rel, file: path.join(path.resolve(o.out!), rel) })) : [];
   // Before any change: --out must be a place the files can be written to.

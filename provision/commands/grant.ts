@@ -7,13 +7,12 @@
 // Nothing is written until the certificate is signed, and every destination is checked
 // writable before signing; a certificate file of another CA is never replaced.
 import { show } from "../../lib/input.ts";
-import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { canonicalDevices, certificateFileFor, formatLifetime, parseLifetime, USER_CERT_LIFETIME } from "../../lib/contract/ca.ts";
-import { parsePublicKey, type PublicKey } from "../../lib/keys.ts";
+import type { PublicKey } from "../../lib/keys.ts";
 import { requireCa, inspectCertificate, signUserCert, sshDirOf, type Ca } from "../ca/ca.ts";
 import { ExitError, EXIT } from "../errors.ts";
-import { applyLaptop, atomicWrite, checkWritable, laptopModel, laptopPaths, planLaptopWrites, readLaptop, readLaptopFile } from "../laptop/files.ts";
+import { applyLaptop, atomicWrite, checkWritable, laptopModel, laptopPaths, planLaptopWrites, readLaptop, readLaptopFile, readPublicKeyFile } from "../laptop/files.ts";
 import { deviceHostCa, LAPTOP_FILES, pinnedDeviceKey, renderLaptopFiles, withCertificateFile, type LaptopModel } from "../laptop/model.ts";
 import { loadRelayFacts, type RelayFacts } from "../relay/facts.ts";
 import { configPath, validateName } from "../validate.ts";
@@ -45,14 +44,6 @@ export interface CertResult {
   certificateFile: string;
   /** every file written, the certificate first */
   written: string[];
-}
-
-async function readPublicKeyFile(file: string, what: string): Promise<PublicKey> {
-  const text = await readFile(file, "utf8").catch(() => {
-    throw new ExitError(EXIT.usage, `can't read ${what} ${file}: pass a public key file (id_ed25519.pub)`);
-  });
-  if (/PRIVATE KEY/.test(text)) throw new ExitError(EXIT.usage, `${what} ${file} is a PRIVATE key: pass the .pub file, and never copy the private half anywhere`);
-  return parsePublicKey(text.trim(), `${what} ${file}`);
 }
 
 /** This laptop's model, read only (grant and login change none of its files). */

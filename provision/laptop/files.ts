@@ -10,7 +10,7 @@ import { access, copyFile, mkdir, open, readFile, readlink, realpath, rename, rm
 import os from "node:os";
 import path from "node:path";
 import { ExitError, EXIT } from "../errors.ts";
-import { fingerprintOf } from "../../lib/keys.ts";
+import { fingerprintOf, parsePublicKey, type PublicKey } from "../../lib/keys.ts";
 import { run } from "../../lib/proc.ts";
 import { configPath } from "../validate.ts";
 import { ensureInclude, pinnedDeviceKey, readModel, RELAY_ALIAS, renderFragment, renderKnown, type LaptopModel } from "./model.ts";
@@ -241,4 +241,16 @@ export async function pinnedDeviceFingerprint(p: LaptopPaths, device: string): P
 export async function closeRelayMaster(p: LaptopPaths): Promise<boolean> {
   const r = await run("ssh", ["-F", p.config, "-O", "exit", RELAY_ALIAS], { check: false, timeoutMs: 15_000 }).catch(() => undefined);
   return r?.code === 0;
+}
+
+/**
+ * A public key file a person names (`--key`, this laptop's own .pub): one line for a file that
+ * can't be read (`hint` says what to pass) and for a private key passed by mistake.
+ */
+export async function readPublicKeyFile(file: string, what: string, hint = "a public key file"): Promise<PublicKey> {
+  const text = await readFile(file, "utf8").catch(() => {
+    throw new ExitError(EXIT.usage, `can't read ${what} ${file}: pass ${hint} (id_ed25519.pub)`);
+  });
+  if (/PRIVATE KEY/.test(text)) throw new ExitError(EXIT.usage, `${what} ${file} is a PRIVATE key: pass the .pub file, and never copy the private half anywhere`);
+  return parsePublicKey(text.trim(), `${what} ${file}`);
 }
