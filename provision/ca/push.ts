@@ -7,9 +7,9 @@ import type { DeviceCaRecords } from "../../lib/contract/ca.ts";
 import { installKrl } from "../commands/certs.ts";
 import type { Fleet } from "../commands/fleet.ts";
 import { onDevices, withRelay } from "../commands/fleet.ts";
-import type { DeviceHost, LaptopModel } from "../laptop/model.ts";
+import type { LaptopModel } from "../laptop/model.ts";
 import type { Ca } from "./ca.ts";
-import { updateDeviceRecord } from "./records.ts";
+import { readDeviceRecords, updateDeviceRecord } from "./records.ts";
 import type { Krl } from "./revocation.ts";
 
 /** What the relay took: it has the KRL (and the user CA key) once this is returned; a relay it could not update is an ExitError (exit 4). */
@@ -37,12 +37,13 @@ export interface DevicesPush {
 }
 
 /**
- * The KRL to every device in `targets` that is behind, through its tunnel; devices.json
+ * The KRL to every device of this laptop's model that devices.json says is behind, through its tunnel; devices.json
  * records the version of each one reached (installKrl writes it on one device: the drop-in's
  * transaction, under its sha256 guard). Each device not reached is said once, as it fails.
  */
-export async function pushKrlToDevices(f: Fleet, ca: Ca, model: LaptopModel, targets: readonly Pick<DeviceHost, "name" | "port" | "user">[], krl: Krl, records: DeviceCaRecords): Promise<DevicesPush> {
-  const behindNames = new Set(devicesBehind(records, targets.map((t) => t.name), krl.version));
+export async function pushKrlToDevices(f: Fleet, ca: Ca, model: LaptopModel, krl: Krl): Promise<DevicesPush> {
+  const targets = [...model.devices.values()];
+  const behindNames = new Set(devicesBehind(await readDeviceRecords(ca.paths), targets.map((t) => t.name), krl.version));
   const due = targets.filter((t) => behindNames.has(t.name));
   const r = await onDevices(f, model, due, `installing KRL version ${krl.version}`, async (t) => {
     await installKrl(t, krl);

@@ -163,6 +163,6 @@ export async function caPush(o: CaPushOptions): Promise<CaPushResult> {
   const krl = await currentKrl(ca);
   f.log(`relay: user CA ${ca.userCa.fingerprint} and KRL version ${krl.version}`);
   const relay = await pushToRelay(f, { ca, krl });
-  const devices = await pushKrlToDevices(f, ca, model, [...model.devices.values()], krl, await readDeviceRecords(ca.paths));
+  const devices = await pushKrlToDevices(f, ca, model, krl);
   return { krlVersion: krl.version, relay, devices };
 }

@@ -5,7 +5,6 @@
 import type { Revocation } from "../../lib/contract/ca.ts";
 import { requireCa, sshDirOf } from "../ca/ca.ts";
 import { pushKrlToDevices, pushToRelay, type DevicesPush, type RelayPush } from "../ca/push.ts";
-import { readDeviceRecords } from "../ca/records.ts";
 import { currentKrl, revoke, type Krl, type RevokeTarget } from "../ca/revocation.ts";
 import { ExitError, EXIT } from "../errors.ts";
 import { openFleet, readLaptopSide, type FleetOptions } from "./fleet.ts";
@@ -65,6 +64,6 @@ export async function revokeCert(o: RevokeCertOptions): Promise<RevokeCertResult
   out.relay = await pushToRelay(f, { krl }).catch((e: unknown) => {
     throw e instanceof ExitError ? notPushed(e.message) : e;
   });
-  out.devices = await pushKrlToDevices(f, ca, model, [...model.devices.values()], krl, await readDeviceRecords(ca.paths));
+  out.devices = await pushKrlToDevices(f, ca, model, krl);
   return out;
 }
